@@ -1,0 +1,114 @@
+"""The viewer's only way into the backend: typed calls over HTTP.
+
+Every call returns plain Python and numpy values or raises :class:`BackendError` carrying the
+backend's one-line explanation (:class:`BackendUnavailable` when nothing answers at all).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import httpx
+
+from backend.service.wire import DTYPE_HEADER, SHAPE_HEADER, array_from_bytes, decode_array
+
+
+class BackendError(RuntimeError):
+    """The backend answered with an error; ``str(err)`` is its one-line explanation."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BackendUnavailable(BackendError):
+    """Nothing answered at the backend's address (not started yet, restarting, or gone)."""
+
+
+class BackendClient:
+    def __init__(self, base_url: str = "http://127.0.0.1:7861", timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _get(self, path: str, **params) -> httpx.Response:
+        try:
+            response = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
+        except httpx.TransportError as err:
+            raise BackendUnavailable(f"the backend at {self.base_url} is not answering ({type(err).__name__})") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            if isinstance(detail, list):  # FastAPI validation errors
+                detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
+            raise BackendError(str(detail).splitlines()[0] if detail else f"HTTP {response.status_code}", response.status_code)
+        return response
+
+    def _json(self, path: str, **params):
+        return self._get(path, **params).json()
+
+    def _array(self, path: str, **params) -> np.ndarray:
+        response = self._get(path, **params)
+        return array_from_bytes(response.content, response.headers[DTYPE_HEADER], response.headers[SHAPE_HEADER])
+
+    # -- the API -------------------------------------------------------------------------------
+    def health(self) -> dict:
+        return self._json("/api/health")
+
+    def datasets(self) -> list[dict]:
+        return self._json("/api/datasets")
+
+    def dataset(self, dataset_id: str) -> dict:
+        return self._json(f"/api/datasets/{dataset_id}")
+
+    def stimuli(self, dataset_id: str, query: str = "", split: str | None = None, offset: int = 0, limit: int = 48) -> dict:
+        """{"total": n, "offset": k, "items": [{"index", "id", "caption", "category", "split"}, ...]}"""
+        return self._json(f"/api/datasets/{dataset_id}/stimuli", q=query, split=split, offset=offset, limit=limit)
+
+    def stimulus(self, dataset_id: str, index: int) -> dict:
+        return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}")
+
+    def stimulus_image(self, dataset_id: str, index: int, size: int = 0) -> bytes:
+        """PNG bytes, scaled so the longer side is ``size`` pixels (0: as stored)."""
+        return self._get(f"/api/datasets/{dataset_id}/stimuli/{index}/image", size=size).content
+
+    def responses(self, dataset_id: str, index: int) -> np.ndarray:
+        """float32 [n_units]: the stimulus's response of every unit."""
+        return self._array(f"/api/datasets/{dataset_id}/stimuli/{index}/responses")
+
+    def captions(self, dataset_id: str, index: int) -> dict[str, str | None]:
+        """captioner id -> caption ("reference" first)."""
+        return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/captions")["captions"]
+
+    def unit_space(self, dataset_id: str) -> dict:
+        """Surface: {kind, mesh, roi_names, roi_labels int16 [n], vertices int64 [n] | None}.
+        Neurons: {kind, areas, cell_types, area_outlines {area: float32 [k, 2]}, area, x, y, depth, cell_type}."""
+        payload = self._json(f"/api/datasets/{dataset_id}/space")
+        arrays = {name: decode_array(a) for name, a in payload.pop("arrays").items()}
+        payload.update(arrays)
+        if payload["kind"] == "surface":
+            payload.setdefault("vertices", None)
+        else:
+            payload["area_outlines"] = {k: np.asarray(v, np.float32) for k, v in payload["area_outlines"].items()}
+        return payload
+
+    def surface_geometry(self, mesh: str = "fsaverage5", kind: str = "inflated") -> dict:
+        """{"lh": {"coords": float32 [n, 3], "faces": int32 [m, 3], "sulc": float32 [n]}, "rh": {...}}"""
+        payload = self._json(f"/api/surfaces/{mesh}", kind=kind)
+        return {
+            hemi: {name: decode_array(a) for name, a in parts.items()} for hemi, parts in payload["hemispheres"].items()
+        }
+
+    def truth(self, dataset_id: str) -> dict[str, str]:
+        """Planted map name -> description (empty for real data)."""
+        return self._json(f"/api/datasets/{dataset_id}/truth")["maps"]
+
+    def truth_map(self, dataset_id: str, name: str) -> np.ndarray:
+        return self._array(f"/api/datasets/{dataset_id}/truth/{name}")
+
+    def noise_ceiling(self, dataset_id: str) -> np.ndarray:
+        return self._array(f"/api/datasets/{dataset_id}/noise-ceiling")

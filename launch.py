@@ -1,0 +1,166 @@
+"""Cortextual's one entry point: the explorer (backend process + viewer) and its command line.
+
+    python launch.py                         # backend + viewer on 127.0.0.1:7860, demo world
+    python launch.py --dataset ID --port N --host H --backend-url URL
+    python launch.py datasets                # what is available, with sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import sys
+import threading
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+DEFAULT_PORT = 7860
+HEALTH_TIMEOUT_S = 90.0
+DEMO_TIMEOUT_S = 900.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="demo-human", help="dataset to open first (id or folder; default demo-human)")
+    parser.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"viewer port (default {DEFAULT_PORT})")
+    parser.add_argument("--backend-url", help="use a backend that is already running (e.g. on a GPU machine)")
+    parser.add_argument("--backend-port", type=int, help="port for the backend this launcher starts (default: port + 1 if free)")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("datasets", help="list the datasets, with sizes")
+    args = parser.parse_args(argv)
+
+    if args.command == "datasets":
+        return list_datasets()
+    return explore(args)
+
+
+def list_datasets() -> int:
+    from backend.data.catalog import list_datasets as catalog
+
+    rows = [("id", "space", "stimuli", "units", "size", "status")]
+    for info in catalog():
+        size = f"{info.size_bytes / 2**20:.0f} MiB" if info.size_bytes is not None else "-"
+        status = "ready" if info.ready else "generated on first use (about a minute)"
+        rows.append((info.id, info.space, _or_dash(info.n_stimuli), _or_dash(info.n_units), size, status))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+class BackendSupervisor:
+    """Starts the backend in a spawned process and restarts it if it dies."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.url = f"http://{host}:{port}"
+        self.restarts = 0
+        self._process: multiprocessing.Process | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        from backend.service.server import serve
+
+        context = multiprocessing.get_context("spawn")  # never fork: CUDA cannot survive a fork
+        self._process = context.Process(target=serve, kwargs={"host": self.host, "port": self.port}, name="cortextual-backend", daemon=True)
+        self._process.start()
+
+    def watch(self) -> None:
+        """Restart the backend whenever it exits, until :meth:`stop`."""
+
+        def loop() -> None:
+            while not self._stopping.wait(1.0):
+                if self._process is not None and not self._process.is_alive():
+                    code = self._process.exitcode
+                    self.restarts += 1
+                    print(f"[launch] backend exited (code {code}); restarting (restart {self.restarts})", flush=True)
+                    self.start()
+
+        threading.Thread(target=loop, name="backend-supervisor", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._process is not None and self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+
+
+def wait_for_backend(client, timeout: float = HEALTH_TIMEOUT_S, need_demo: bool = True) -> dict:
+    """Poll /api/health until the backend answers (and the demo world is ready, if asked)."""
+    from backend.service.client import BackendUnavailable
+
+    deadline = time.monotonic() + timeout
+    last_stage = None
+    while True:
+        try:
+            health = client.health()
+        except BackendUnavailable:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: the backend at {client.base_url} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.3)
+            continue
+        demo = health["demo"]
+        if not need_demo or demo["state"] in ("ready", "idle"):
+            return health
+        if demo["state"] == "failed":
+            raise SystemExit(f"error: generating the demo world failed: {demo['error']}")
+        if demo["stage"] != last_stage:
+            print(f"[launch] demo world: {demo['stage']} ({100 * demo['fraction']:.0f}%)", flush=True)
+            last_stage = demo["stage"]
+        deadline = max(deadline, time.monotonic() + DEMO_TIMEOUT_S)
+        time.sleep(0.5)
+
+
+def explore(args: argparse.Namespace) -> int:
+    from backend.service.client import BackendClient
+
+    started = time.perf_counter()
+    supervisor = None
+    if args.backend_url:
+        url = args.backend_url
+    else:
+        port = args.backend_port or _free_port(args.port + 1)
+        supervisor = BackendSupervisor("127.0.0.1", port)
+        supervisor.start()
+        url = supervisor.url
+    client = BackendClient(url)
+    try:
+        wait_for_backend(client, need_demo=args.dataset.startswith("demo-"))
+        print(f"[launch] backend ready at {url} ({time.perf_counter() - started:.1f} s)", flush=True)
+        if supervisor is not None:
+            supervisor.watch()
+
+        from viewer.app import run_viewer
+
+        print(f"[launch] explorer at http://{args.host}:{args.port}", flush=True)
+        run_viewer(client, dataset_id=args.dataset, host=args.host, port=args.port)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else any free loopback port."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise SystemExit("error: no free port for the backend")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

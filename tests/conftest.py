@@ -1,0 +1,66 @@
+"""Shared fixtures: an isolated cache, a small demo world, a running backend."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Tests never touch the user's cache. The in-process demo world is small (same generator, fewer
+# stimuli) to keep the suite fast; the end-to-end test launches the full default one.
+CACHE_ROOT = Path(tempfile.mkdtemp(prefix="cortextual-test-cache-"))
+os.environ["CORTEXTUAL_CACHE"] = str(CACHE_ROOT)
+os.environ["NILEARN_DATA"] = str(CACHE_ROOT / "nilearn")
+SMALL_DEMO_SIZE = "120x30"
+os.environ["CORTEXTUAL_DEMO_SIZE"] = SMALL_DEMO_SIZE
+
+
+@pytest.fixture(scope="session")
+def small_world() -> dict[str, Path]:
+    """id -> folder of the small demo world (seed 0), generated once per test session."""
+    from backend.data.demo.world import ensure_demo_world
+
+    return ensure_demo_world()
+
+
+@pytest.fixture(scope="session")
+def backend_url(small_world) -> str:
+    """A real backend (uvicorn on a free loopback port, in a thread) serving the small world."""
+    import uvicorn
+
+    from backend.service.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "backend did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture()
+def client(backend_url):
+    from backend.service.client import BackendClient
+
+    c = BackendClient(backend_url)
+    yield c
+    c.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
