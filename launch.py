@@ -95,8 +95,11 @@ class BackendSupervisor:
             self._process.join(5)
 
 
-def wait_for_backend(client, timeout: float = HEALTH_TIMEOUT_S, need_demo: bool = True) -> dict:
-    """Poll /api/health until the backend answers (and the demo world is ready, if asked)."""
+def wait_for_backend(client, timeout: float = HEALTH_TIMEOUT_S, need_demo: bool = True, echo: bool = True) -> dict:
+    """Poll /api/health until the backend answers (and the demo world is ready, if asked).
+
+    ``echo`` prints the demo world's progress (a local backend prints its own).
+    """
     from backend.service.client import BackendUnavailable
 
     deadline = time.monotonic() + timeout
@@ -114,7 +117,7 @@ def wait_for_backend(client, timeout: float = HEALTH_TIMEOUT_S, need_demo: bool 
             return health
         if demo["state"] == "failed":
             raise SystemExit(f"error: generating the demo world failed: {demo['error']}")
-        if demo["stage"] != last_stage:
+        if echo and demo["stage"] != last_stage:
             print(f"[launch] demo world: {demo['stage']} ({100 * demo['fraction']:.0f}%)", flush=True)
             last_stage = demo["stage"]
         deadline = max(deadline, time.monotonic() + DEMO_TIMEOUT_S)
@@ -135,7 +138,7 @@ def explore(args: argparse.Namespace) -> int:
         url = supervisor.url
     client = BackendClient(url)
     try:
-        wait_for_backend(client, need_demo=args.dataset.startswith("demo-"))
+        wait_for_backend(client, need_demo=args.dataset.startswith("demo-"), echo=supervisor is None)
         print(f"[launch] backend ready at {url} ({time.perf_counter() - started:.1f} s)", flush=True)
         if supervisor is not None:
             supervisor.watch()

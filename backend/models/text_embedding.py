@@ -38,7 +38,7 @@ def embed_texts(texts: list[str], batch_size: int = 128, progress=None) -> np.nd
     for start in range(0, len(texts), batch_size):
         batch = texts[start : start + batch_size]
         out[start : start + len(batch)] = model.encode(
-            batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+            batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         if progress:
             progress(start + len(batch), len(texts))

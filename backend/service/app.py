@@ -57,8 +57,9 @@ class DemoPreparation:
             self.state, self.error = "failed", f"{type(err).__name__}: {err}"
 
     def _progress(self, stage: str, fraction: float) -> None:
+        if stage != self.stage:
+            log.info("demo world: %s (%.0f%%)", stage, 100 * fraction)
         self.stage, self.fraction = stage, fraction
-        log.info("demo world: %s (%.0f%%)", stage, 100 * fraction)
 
     def as_dict(self) -> dict:
         return {"state": self.state, "stage": self.stage, "fraction": round(self.fraction, 3), "error": self.error}

@@ -1,0 +1,70 @@
+"""The launcher: dataset listing, the supervised backend process and its restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.service.client import BackendClient, BackendUnavailable
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_datasets_command_lists_the_demo_world_with_sizes(small_world):
+    out = subprocess.run(
+        [sys.executable, "launch.py", "datasets"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["id", "space", "stimuli", "units"]
+    human = next(line for line in lines if line.startswith("demo-human"))
+    assert "surface" in human and "20,484" in human and "MiB" in human and "ready" in human
+    assert any(line.startswith("demo-mouse") and "neurons" in line for line in lines)
+
+
+def test_host_defaults_to_loopback():
+    import launch
+
+    parser_help = subprocess.run([sys.executable, "launch.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "127.0.0.1" in parser_help
+    assert launch.DEFAULT_PORT == 7860
+
+
+def wait_health(client: BackendClient, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.health()
+        except BackendUnavailable:
+            assert time.monotonic() < deadline, "backend did not come up"
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_supervisor_restarts_a_dead_backend(small_world):
+    import launch
+
+    supervisor = launch.BackendSupervisor("127.0.0.1", free_port())
+    supervisor.start()
+    client = BackendClient(supervisor.url, timeout=5)
+    try:
+        first = wait_health(client)
+        assert first["demo"]["state"] in ("ready", "generating")
+        supervisor.watch()
+        os.kill(first["pid"], signal.SIGKILL)
+        with pytest.raises(BackendUnavailable):  # the request during the outage fails, clearly
+            time.sleep(0.3)
+            client.health()
+        second = wait_health(client)
+        assert second["pid"] != first["pid"]
+        assert supervisor.restarts == 1
+        assert client.datasets()[0]["id"] == "demo-human", "cached data survive the restart"
+    finally:
+        supervisor.stop()
+        client.close()
