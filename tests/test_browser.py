@@ -1,0 +1,109 @@
+"""End to end: launch.py as a user runs it, the page in headless Chromium, a stimulus switch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    for candidate in (os.environ.get("CORTEXTUAL_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.fail("no Chromium found: install Debian's chromium (run.sh test does) or set CORTEXTUAL_CHROMIUM")
+
+
+@pytest.fixture(scope="module")
+def explorer_url(tmp_path_factory):
+    """launch.py with the full default demo world, in a process group we can stop."""
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("CORTEXTUAL_DEMO_SIZE", None)  # the real default world, as a user gets it
+    log = tmp_path_factory.mktemp("launch") / "launch.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "launch.py", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        assert process.poll() is None, f"launch.py exited: {log.read_text()[-2000:]}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"explorer did not answer: {log.read_text()[-2000:]}"
+        time.sleep(0.5)
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def canvas_digest(page, selector: str) -> str:
+    return page.evaluate(
+        """(sel) => { const c = document.querySelector(sel + ' canvas');
+                      return c ? c.toDataURL().slice(-4000) : ''; }""",
+        selector,
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_selecting_a_stimulus_updates_brain_and_captions(explorer_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(explorer_url)
+        page.wait_for_selector("#ctx-gallery img", timeout=120_000)
+        page.wait_for_function("document.querySelector('#ctx-stimulus-title')?.innerText.includes('#0')", timeout=60_000)
+        page.wait_for_function("(+document.querySelector('#ctx-brain .ctx-brain')?.dataset.renders || 0) > 0", timeout=60_000)
+        before_brain = canvas_digest(page, "#ctx-brain")
+        before_captions = page.inner_text("#ctx-captions")
+        assert "Reference caption" in before_captions and len(before_brain) > 1000
+
+        page.locator("#ctx-gallery img").nth(5).click()
+        page.wait_for_function("document.querySelector('#ctx-stimulus-title')?.innerText.includes('#5')", timeout=30_000)
+        page.wait_for_function(
+            "(before) => { const c = document.querySelector('#ctx-brain canvas'); return c && c.toDataURL().slice(-4000) !== before; }",
+            arg=before_brain,
+            timeout=30_000,
+        )
+        after_captions = page.inner_text("#ctx-captions")
+        after_brain = canvas_digest(page, "#ctx-brain")
+        page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+        browser.close()
+
+    assert after_captions != before_captions, "captions follow the selected stimulus"
+    assert after_brain != before_brain, "the brain panel follows the selected stimulus"
+    assert (tmp_path / "explorer.png").stat().st_size > 50_000
+    assert not errors, errors
+    print(f"screenshot: {tmp_path / 'explorer.png'}")

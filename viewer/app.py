@@ -1,0 +1,335 @@
+"""The explorer's page: a stimulus gallery, the stimulus, its captions and its brain response.
+
+Every panel follows one selected stimulus. Data come only from :class:`BackendClient`; static
+geometry (the cortical mesh, the mouse area map) is sent to the browser once per dataset and each
+stimulus switch sends only per-unit values.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+import os
+import re
+
+import gradio as gr
+import numpy as np
+
+from backend.service.client import BackendClient, BackendError
+from viewer.brain_panel import BrainPanel
+from viewer.mouse_panel import MousePanel
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+PAGE_SIZE = 24
+THUMB_PX = 128
+STIMULUS_PX = 320
+#: Ventral too: the category regions of the ventral temporal cortex are hidden in the other views.
+SURFACE_VIEWS = ("lateral", "medial", "ventral")
+
+CSS = """
+.ctx-captions table { width: 100%; border-collapse: collapse; font-size: 0.95em; }
+.ctx-captions td { padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top; }
+.ctx-captions td.who { white-space: nowrap; color: var(--body-text-color-subdued); width: 11em; }
+.ctx-captions tr.reference td { font-weight: 600; }
+.ctx-captions .sim { font-size: 0.75em; padding: 0 4px; border-radius: 4px; background: #fde68a; color: #713f12; margin-left: 4px; }
+.ctx-captions mark { background: #fecaca; color: inherit; padding: 0 1px; border-radius: 2px; }
+.ctx-note { font-size: 0.9em; color: var(--body-text-color-subdued); }
+"""
+
+
+class Explorer:
+    """Handlers behind the page; each turns client calls into component updates.
+
+    ``brain`` and ``mouse`` are the page's response panels (set when the page is built).
+    """
+
+    def __init__(self, client: BackendClient, brain: BrainPanel | None = None, mouse: MousePanel | None = None) -> None:
+        self.client = client
+        self.brain, self.mouse = brain, mouse
+
+    # -- cached reads (static per dataset) ----------------------------------------------------
+    @functools.lru_cache(maxsize=8)
+    def detail(self, dataset_id: str) -> dict:
+        return self.client.dataset(dataset_id)
+
+    @functools.lru_cache(maxsize=8)
+    def unit_space(self, dataset_id: str) -> dict:
+        return self.client.unit_space(dataset_id)
+
+    @functools.lru_cache(maxsize=2)
+    def geometry(self, mesh: str) -> dict:
+        return self.client.surface_geometry("fsaverage5" if mesh.startswith("fsaverage") else mesh)
+
+    def dataset_choices(self) -> list[tuple[str, str]]:
+        return [(f"{d['name']} [{d['id']}]", d["id"]) for d in self.client.datasets()]
+
+    # -- views ---------------------------------------------------------------------------------
+    def dataset_markdown(self, dataset_id: str) -> str:
+        d = self.detail(dataset_id)
+        sim = " · **simulated** (planted truth in the *Planted truth* tab)" if d["simulated"] else ""
+        repeats = f", {d['n_repeats']} repeats of each test stimulus" if d.get("n_repeats") else ""
+        units = "vertices" if d["space"] == "surface" else "neurons"
+        return (
+            f"**{html.escape(d['name'])}**{sim}  \n{d['n_stimuli']:,} stimuli "
+            f"({d['splits']['train']:,} train / {d['splits']['test']:,} test{repeats}) · {d['n_units']:,} {units}  \n"
+            f"<span class='ctx-note'>{html.escape(d['description'])}</span>"
+        )
+
+    def gallery_page(self, dataset_id: str, query: str, offset: int) -> tuple[list, list[int], str, int]:
+        """(gallery items, stimulus indices on the page, page label, clamped offset)."""
+        page = self.client.stimuli(dataset_id, query=query.strip(), offset=offset, limit=PAGE_SIZE)
+        if page["total"] and offset >= page["total"]:
+            offset = max(0, (page["total"] - 1) // PAGE_SIZE * PAGE_SIZE)
+            page = self.client.stimuli(dataset_id, query=query.strip(), offset=offset, limit=PAGE_SIZE)
+        items = [(self.thumbnail(dataset_id, it["index"]), f"#{it['index']} {it['caption'] or it['id']}") for it in page["items"]]
+        indices = [it["index"] for it in page["items"]]
+        if page["total"]:
+            label = f"{offset + 1}-{offset + len(indices)} of {page['total']:,}" + (f" matching “{query.strip()}”" if query.strip() else "")
+        else:
+            label = f"no stimulus matches “{query.strip()}”"
+        return items, indices, label, offset
+
+    def thumbnail(self, dataset_id: str, index: int):
+        return _png_to_pil(self.client.stimulus_image(dataset_id, index, size=THUMB_PX))
+
+    def show_stimulus(self, ds: str, index: int, static=None, kind: str | None = None) -> tuple:
+        """Outputs for a stimulus switch: (index, image, heading, captions, brain update, mouse update).
+
+        Only per-unit values go to the response panel unless ``static`` (a dataset switch) is given.
+        """
+        item = self.client.stimulus(ds, index)
+        image = _png_to_pil(self.client.stimulus_image(ds, index, size=STIMULUS_PX))
+        values = self.client.responses(ds, index)
+        caption_table = self.captions_html(ds, index)
+        kind = kind or self.unit_space(ds)["kind"]
+        title = f"stimulus #{index} ({item['split']})"
+        if kind == "surface":
+            brain_update = self.brain.values_update(values, title, static=static, cbar_label="response (noise sd)")
+            mouse_update = gr.update()
+        else:
+            brain_update = gr.update()
+            mouse_update = self.mouse.values_update(values, title, static=static, cbar_label="response (noise sd)")
+        split = "test (mean of repeats)" if item["split"] == "test" else item["split"]
+        heading = f"### Stimulus #{index} · `{item['id']}` · {split}"
+        return index, image, heading, caption_table, brain_update, mouse_update
+
+    def captions_html(self, dataset_id: str, index: int) -> str:
+        captions = self.client.captions(dataset_id, index)
+        specs = {c["id"]: c for c in self.detail(dataset_id)["captioners"]}
+        reference = captions.get("reference") or ""
+        ref_words = set(_words(reference))
+        rows = []
+        for name, text in captions.items():
+            spec = specs.get(name, {"label": name, "simulated": False})
+            badge = "<span class='sim'>simulated</span>" if spec.get("simulated") else ""
+            words = (text or "—").split()
+            shown = " ".join(
+                html.escape(w) if name == "reference" or set(_words(w)) <= ref_words else f"<mark>{html.escape(w)}</mark>" for w in words
+            )
+            css = " class='reference'" if name == "reference" else ""
+            rows.append(f"<tr{css}><td class='who'>{html.escape(spec.get('label', name))}{badge}</td><td>{shown}</td></tr>")
+        return (
+            f"<div class='ctx-captions'><table>{''.join(rows)}</table>"
+            "<div class='ctx-note'>Highlighted: words not in the reference caption.</div></div>"
+        )
+
+
+def build_app(client: BackendClient, dataset_id: str = "demo-human"):
+    """The Gradio Blocks app (not launched)."""
+    explorer = Explorer(client)
+    try:
+        choices = explorer.dataset_choices()
+    except BackendError as err:
+        choices, dataset_id = [], None
+        print(f"[viewer] {err}")
+    ids = [value for _, value in choices]
+    if dataset_id not in ids and dataset_id is not None:
+        choices.append((dataset_id, dataset_id))
+
+    with gr.Blocks(title="Cortextual") as app:
+        dataset_state = gr.State(dataset_id)
+        page_state = gr.State([])
+        offset_state = gr.State(0)
+        stimulus_state = gr.State(0)
+
+        with gr.Row(equal_height=True):
+            gr.Markdown("## Cortextual — the visual brain and language", elem_id="ctx-title")
+            dataset_box = gr.Dropdown(choices=choices, value=dataset_id, label="Dataset", scale=2, elem_id="ctx-dataset")
+        dataset_info = gr.Markdown(elem_id="ctx-dataset-info")
+
+        with gr.Tab("Explore"):
+            with gr.Row():
+                with gr.Column(scale=4, min_width=320):
+                    with gr.Row():
+                        search = gr.Textbox(
+                            label="Search captions", placeholder="e.g. dog left of", scale=4, elem_id="ctx-search", submit_btn=True
+                        )
+                    gallery = gr.Gallery(
+                        label="Stimuli", columns=4, height=520, allow_preview=False, object_fit="contain", elem_id="ctx-gallery"
+                    )
+                    with gr.Row():
+                        prev_button = gr.Button("◀ Previous", size="sm", elem_id="ctx-prev")
+                        page_label = gr.Markdown(elem_id="ctx-page")
+                        next_button = gr.Button("Next ▶", size="sm", elem_id="ctx-next")
+                with gr.Column(scale=7):
+                    with gr.Row():
+                        stimulus_image = gr.Image(
+                            label="Stimulus", type="pil", height=STIMULUS_PX, interactive=False, elem_id="ctx-stimulus", scale=2
+                        )
+                        with gr.Column(scale=3):
+                            stimulus_title = gr.Markdown(elem_id="ctx-stimulus-title")
+                            captions = gr.HTML(elem_id="ctx-captions")
+                    with gr.Group(visible=True) as brain_group:
+                        brain = BrainPanel(
+                            label="Response on the inflated cortex (fsaverage5)", views=SURFACE_VIEWS, elem_id="ctx-brain"
+                        )
+                    with gr.Group(visible=False) as mouse_group:
+                        mouse = MousePanel(label="Neural responses on the dorsal visual areas", elem_id="ctx-mouse")
+
+        with gr.Tab("Planted truth") as truth_tab:
+            gr.Markdown(
+                "Simulated datasets carry the tuning they were generated with: analyses are checked against these maps."
+            )
+            truth_choice = gr.Dropdown(label="Planted map", choices=[], elem_id="ctx-truth-choice")
+            truth_text = gr.Markdown()
+            with gr.Group(visible=True) as truth_brain_group:
+                truth_brain = BrainPanel(
+                    label="Planted map on the inflated cortex", views=SURFACE_VIEWS, elem_id="ctx-truth-brain"
+                )
+            with gr.Group(visible=False) as truth_mouse_group:
+                truth_mouse = MousePanel(label="Planted map per neuron", elem_id="ctx-truth-mouse")
+
+        # ---------------------------------------------------------------- handlers
+        def static_updates(ds: str, panels_surface: BrainPanel, panels_neurons: MousePanel):
+            space = explorer.unit_space(ds)
+            if space["kind"] == "surface":
+                geometry = explorer.geometry(space["mesh"])
+                static = panels_surface.static_payload(geometry, space["vertices"], space["roi_labels"], space["roi_names"])
+                return "surface", static
+            return "neurons", panels_neurons.static_payload(space)
+
+        explorer.brain, explorer.mouse = brain, mouse
+        show_stimulus = explorer.show_stimulus
+        stimulus_outputs = [stimulus_state, stimulus_image, stimulus_title, captions, *brain.outputs, *mouse.outputs]
+
+        def open_dataset(ds: str):
+            if not ds:
+                raise gr.Error("no dataset selected (is the backend running?)")
+            try:
+                info = explorer.dataset_markdown(ds)
+                kind, static = static_updates(ds, brain, mouse)
+                items, indices, label, offset = explorer.gallery_page(ds, "", 0)
+                first = show_stimulus(ds, indices[0] if indices else 0, static=static, kind=kind)
+                truth = explorer.detail(ds)["truth"]
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            return (
+                ds,
+                info,
+                items,
+                indices,
+                label,
+                offset,
+                "",
+                gr.update(visible=kind == "surface"),
+                gr.update(visible=kind == "neurons"),
+                gr.update(choices=list(truth), value=None),
+                *first,
+            )
+
+        dataset_outputs = [
+            dataset_state,
+            dataset_info,
+            gallery,
+            page_state,
+            page_label,
+            offset_state,
+            search,
+            brain_group,
+            mouse_group,
+            truth_choice,
+            *stimulus_outputs,
+        ]
+        app.load(open_dataset, inputs=dataset_box, outputs=dataset_outputs)
+        dataset_box.input(open_dataset, inputs=dataset_box, outputs=dataset_outputs)
+
+        def turn_page(ds: str, query: str, offset: int, step: int):
+            try:
+                items, indices, label, offset = explorer.gallery_page(ds, query or "", max(0, offset + step * PAGE_SIZE))
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            return items, indices, label, offset
+
+        page_outputs = [gallery, page_state, page_label, offset_state]
+        search.submit(lambda ds, q: turn_page(ds, q, 0, 0), inputs=[dataset_state, search], outputs=page_outputs)
+        prev_button.click(lambda ds, q, o: turn_page(ds, q, o, -1), inputs=[dataset_state, search, offset_state], outputs=page_outputs)
+        next_button.click(lambda ds, q, o: turn_page(ds, q, o, +1), inputs=[dataset_state, search, offset_state], outputs=page_outputs)
+
+        def select_stimulus(ds: str, indices: list[int], event: gr.SelectData):
+            if not indices or event.index is None or event.index >= len(indices):
+                raise gr.Error("that thumbnail is no longer on this page; search again")
+            try:
+                return show_stimulus(ds, indices[event.index])
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+
+        gallery.select(select_stimulus, inputs=[dataset_state, page_state], outputs=stimulus_outputs, show_progress="hidden")
+
+        def show_truth(ds: str, name: str | None):
+            if not name:
+                return "", gr.update(), gr.update(), gr.update(), gr.update()
+            try:
+                kind, static = static_updates(ds, truth_brain, truth_mouse)
+                values = client.truth_map(ds, name).astype(np.float32)
+                description = explorer.detail(ds)["truth"].get(name, "")
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            if kind == "surface":
+                return (
+                    f"**{name}**: {description}",
+                    truth_brain.values_update(values, name, static=static, cbar_label=name),
+                    gr.update(),
+                    gr.update(visible=True),
+                    gr.update(visible=False),
+                )
+            return (
+                f"**{name}**: {description}",
+                gr.update(),
+                truth_mouse.values_update(values, name, static=static, cbar_label=name),
+                gr.update(visible=False),
+                gr.update(visible=True),
+            )
+
+        truth_outputs = [truth_text, *truth_brain.outputs, *truth_mouse.outputs, truth_brain_group, truth_mouse_group]
+        truth_choice.change(show_truth, inputs=[dataset_state, truth_choice], outputs=truth_outputs)
+
+        def first_truth(ds: str, current: str | None):
+            if current:
+                return gr.update()
+            names = list(explorer.detail(ds)["truth"]) if ds else []
+            return gr.update(value=names[0] if names else None)
+
+        truth_tab.select(first_truth, inputs=[dataset_state, truth_choice], outputs=truth_choice)
+
+    app.explorer = explorer
+    return app
+
+
+def run_viewer(client: BackendClient, dataset_id: str, host: str, port: int) -> None:
+    """Build and serve the page (blocks until interrupted)."""
+    app = build_app(client, dataset_id=dataset_id)
+    app.queue(default_concurrency_limit=4).launch(
+        server_name=host, server_port=port, show_error=True, quiet=True, css=CSS, footer_links=["api"]
+    )
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _png_to_pil(data: bytes):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")
