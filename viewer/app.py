@@ -12,6 +12,7 @@ import html
 import io
 import os
 import re
+import threading
 
 import gradio as gr
 import numpy as np
@@ -61,6 +62,15 @@ class Explorer:
     @functools.lru_cache(maxsize=2)
     def geometry(self, mesh: str) -> dict:
         return self.client.surface_geometry("fsaverage5" if mesh.startswith("fsaverage") else mesh)
+
+    def warm(self, dataset_id: str) -> None:
+        """Rasterise the dataset's surface views ahead of the first visitor (seconds, once)."""
+        try:
+            space = self.unit_space(dataset_id)
+            if space["kind"] == "surface" and self.brain is not None:
+                self.brain.static_payload(self.geometry(space["mesh"]), space["vertices"], space["roi_labels"], space["roi_names"])
+        except BackendError as err:
+            print(f"[viewer] could not prepare {dataset_id}: {err}")
 
     def dataset_choices(self) -> list[tuple[str, str]]:
         return [(f"{d['name']} [{d['id']}]", d["id"]) for d in self.client.datasets()]
@@ -314,6 +324,8 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         truth_tab.select(first_truth, inputs=[dataset_state, truth_choice], outputs=truth_choice)
 
     app.explorer = explorer
+    if dataset_id:
+        threading.Thread(target=explorer.warm, args=(dataset_id,), name="viewer-warm-up", daemon=True).start()
     return app
 
 
