@@ -32,6 +32,21 @@ def small_world() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def human(small_world):
+    """The small world's simulated human, opened directly (not through the backend)."""
+    from backend.data.folder import load_folder
+
+    return load_folder(small_world["demo-human"], "demo-human")
+
+
+@pytest.fixture(scope="session")
+def mouse(small_world):
+    from backend.data.folder import load_folder
+
+    return load_folder(small_world["demo-mouse"], "demo-mouse")
+
+
+@pytest.fixture(scope="session")
 def backend_url(small_world) -> str:
     """A real backend (uvicorn on a free loopback port, in a thread) serving the small world."""
     import uvicorn

@@ -9,18 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.data.folder import load_folder
 from backend.service.client import BackendClient, BackendError, BackendUnavailable
-
-
-@pytest.fixture(scope="module")
-def human(small_world):
-    return load_folder(small_world["demo-human"], "demo-human")
-
-
-@pytest.fixture(scope="module")
-def mouse(small_world):
-    return load_folder(small_world["demo-mouse"], "demo-mouse")
 
 
 def test_health(client):

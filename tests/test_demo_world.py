@@ -13,18 +13,7 @@ from backend.data.demo import mouse as mouse_sim
 from backend.data.demo import pictograms
 from backend.data.demo.human import ROI_NAMES
 from backend.data.demo.world import ensure_demo_world
-from backend.data.folder import load_folder
 from backend.data.surface import adjacency, load_hemispheres
-
-
-@pytest.fixture(scope="module")
-def human(small_world):
-    return load_folder(small_world["demo-human"], "demo-human")
-
-
-@pytest.fixture(scope="module")
-def mouse(small_world):
-    return load_folder(small_world["demo-mouse"], "demo-mouse")
 
 
 def digest(folder) -> dict[str, str]:

@@ -171,7 +171,7 @@ def test_visible_segments_are_in_frame(fsaverage5, rendered):
 
 
 def test_per_switch_payload_is_small_and_decodes(capsys):
-    from viewer.brain_panel import decode_values, values_payload
+    from viewer.canvas_panel import decode_values, values_payload
 
     rng = np.random.default_rng(0)
     values = rng.standard_normal(20484).astype(np.float32) * 3
@@ -196,6 +196,7 @@ def test_per_switch_payload_is_small_and_decodes(capsys):
 
 def test_static_payload_structure_and_memo(fsaverage5, monkeypatch):
     from viewer import brain_panel as bp
+    from viewer.canvas_panel import unb64
 
     n_lh = len(fsaverage5["lh"]["coords"])
     allc = np.concatenate([fsaverage5["lh"]["coords"], fsaverage5["rh"]["coords"]])
@@ -218,15 +219,15 @@ def test_static_payload_structure_and_memo(fsaverage5, monkeypatch):
 
     assert p["n_units"] == len(vertices) and p["n_lh"] == n_lh and p["n_total"] == len(allc)
     assert {(v["hemi"], v["view"]) for v in p["views"]} == {(h, v) for h in ("lh", "rh") for v in ("lateral", "medial")}
-    uov = bp.unb64(p["unit_of_vertex_z"], "i4", True)
+    uov = unb64(p["unit_of_vertex_z"], "i4", True)
     assert (uov[vertices] == np.arange(len(vertices))).all() and (np.delete(uov, vertices) == -1).all()
-    assert (bp.unb64(p["labels_z"], "i2", True)[vertices] == labels).all()
+    assert (unb64(p["labels_z"], "i2", True)[vertices] == labels).all()
     for v in p["views"]:
-        fid = bp.unb64(v["face_id_z"], v["face_dtype"], True).reshape(v["h"], v["w"])
+        fid = unb64(v["face_id_z"], v["face_dtype"], True).reshape(v["h"], v["w"])
         n_faces = len(fsaverage5[v["hemi"]]["faces"])
         seen = fid[fid != np.iinfo(fid.dtype).max]
         assert seen.size > 0.4 * fid.size and seen.max() < n_faces
-        vxy = bp.unb64(v["vxy_z"], "u2", True).reshape(-1, 2) / 16
+        vxy = unb64(v["vxy_z"], "u2", True).reshape(-1, 2) / 16
         assert vxy.shape[0] == len(fsaverage5[v["hemi"]]["coords"])
         assert vxy[:, 0].max() <= v["w"] and vxy[:, 1].max() <= v["h"]
         assert 0 <= v["x"] and v["x"] + v["w"] <= p["width"] and v["y"] + v["h"] <= p["height"]
@@ -236,7 +237,7 @@ def test_static_payload_structure_and_memo(fsaverage5, monkeypatch):
 
 
 def test_mouse_static_payload():
-    from viewer.brain_panel import unb64
+    from viewer.canvas_panel import unb64
     from viewer.mouse_panel import build_static_payload
 
     rng = np.random.default_rng(1)
@@ -260,7 +261,7 @@ def test_mouse_static_payload():
 
 
 def test_template_text_is_inert():
-    from viewer.brain_panel import html_literal
+    from viewer.canvas_panel import html_literal
 
     out = html_literal("a `b` ${c} {{d}} <e> \\")
     for bad in ("`", "${", "{{", "<", "\\"):
@@ -275,7 +276,8 @@ def test_blocks_with_both_panels(fsaverage5):
     import gradio as gr
     from gradio.blocks import postprocess_update_dict
 
-    from viewer.brain_panel import STATIC_PROP, BrainPanel, decode_values
+    from viewer.brain_panel import BrainPanel
+    from viewer.canvas_panel import STATIC_PROP, decode_values
     from viewer.mouse_panel import MousePanel
 
     n = 2 * len(fsaverage5["lh"]["coords"])

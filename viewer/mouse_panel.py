@@ -9,24 +9,12 @@ strongest responses on top; hover names the neuron, its area and value.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 
 import numpy as np
 
-from viewer.brain_panel import (
-    STATIC_PROP,
-    _cache_get,
-    _cache_put,
-    _hash_arrays,
-    b64,
-    diverging_lut,
-    html_literal,
-    panel_css,
-    panel_head,
-    values_payload,
-)
+from viewer.canvas_panel import CanvasPanel, MemoCache, b64, diverging_lut, hash_arrays
 
-_PAYLOAD_CACHE: OrderedDict = OrderedDict()
+_PAYLOAD_CACHE = MemoCache()
 
 
 def _get(space, name, default=None):
@@ -56,12 +44,12 @@ def build_static_payload(unit_space, width: int = 900) -> dict:
     cell_types = _get(unit_space, "cell_types")
     outline_items = [(str(k), np.asarray(v, np.float32).reshape(-1, 2)) for k, v in outlines.items()]
     key = (
-        _hash_arrays(area, x, y, depth if depth is None else np.asarray(depth, np.float32),
+        hash_arrays(area, x, y, depth if depth is None else np.asarray(depth, np.float32),
                      cell_type if cell_type is None else np.asarray(cell_type, np.int16),
                      *[v for _, v in outline_items]),
         tuple(areas), tuple(k for k, _ in outline_items), tuple(cell_types or ()), width,
     )
-    hit = _cache_get(_PAYLOAD_CACHE, key)
+    hit = _PAYLOAD_CACHE.get(key)
     if hit is not None:
         return hit
     extra = []
@@ -83,75 +71,24 @@ def build_static_payload(unit_space, width: int = 900) -> dict:
         "extra": extra,
         "lut": b64(diverging_lut()),
     }
-    _cache_put(_PAYLOAD_CACHE, key, payload)
+    _PAYLOAD_CACHE.put(key, payload)
     return payload
 
 
-class MousePanel:
+class MousePanel(CanvasPanel):
     """Neuron map panel; create inside a ``gr.Blocks()`` context.
 
-    panel.outputs: [gr.HTML].
-    panel.static_payload(unit_space) -> gr.update carrying outlines and positions (once per dataset).
-    panel.values_update(values, title) -> gr.update carrying only per-neuron values (every switch);
-        ``static=panel.static_payload(...)`` sends both in one message (dataset switch).
+    panel.static_payload(unit_space) -> gr.update carrying outlines and positions (once per
+        dataset); the rest as in :class:`CanvasPanel`.
     """
 
+    css_class = "ctx-mouse"
     js_mount = "CortextualPanels.mountMouse(element, props, watch);"
 
     def __init__(self, label: str = "Neural response", width: int = 900, elem_classes: list[str] | None = None, **html_kwargs):
-        import gradio as gr
-
-        self.label = label
         self.width = int(width)
-        self.html = gr.HTML(
-            value=None,
-            html_template=self._template(label),
-            css_template=panel_css(),
-            js_on_load=self.js_mount,
-            head=panel_head(),
-            apply_default_css=False,
-            elem_classes=["ctx-panel-host", *(elem_classes or [])],
-            **{STATIC_PROP: None},
-            **html_kwargs,
-        )
-        self.outputs = [self.html]
-
-    @staticmethod
-    def _template(label: str) -> str:
-        return (
-            '<div class="ctx-panel ctx-mouse">'
-            f'<div class="ctx-head"><span class="ctx-label">{html_literal(label)}</span>'
-            '<span class="ctx-status">waiting for data</span>'
-            '<button type="button" class="ctx-png" title="Download this figure as PNG">PNG</button></div>'
-            '<div class="ctx-stage"><canvas class="ctx-canvas" width="8" height="8"></canvas>'
-            '<div class="ctx-tip" hidden></div></div>'
-            "</div>"
-        )
+        super().__init__(label, elem_classes, **html_kwargs)
 
     def static_payload(self, unit_space) -> dict:
         """gr.update setting the panel's area map; memoised per unit space."""
-        import gradio as gr
-
-        return gr.update(**{STATIC_PROP: build_static_payload(unit_space, self.width)})
-
-    def values_update(
-        self,
-        values: np.ndarray,
-        title: str = "",
-        *,
-        static: dict | None = None,
-        vmax: float | None = None,
-        cbar_label: str = "",
-    ) -> dict:
-        """gr.update with per-neuron values float [n] (NaN = no value); see BrainPanel.values_update."""
-        import gradio as gr
-
-        upd = gr.update(value=values_payload(values, title, vmax, None, cbar_label))
-        if static:
-            upd[STATIC_PROP] = static[STATIC_PROP] if STATIC_PROP in static else static
-        return upd
-
-    def clear_update(self, message: str = "no data") -> dict:
-        import gradio as gr
-
-        return gr.update(value={"clear": True, "title": message})
+        return self._static_update(build_static_payload(unit_space, self.width))

@@ -162,8 +162,7 @@ def create_app(prepare_demo: bool = True) -> FastAPI:
     )
     def stimulus_responses(dataset_id: str, index: int) -> Response:
         ds = dataset(dataset_id)
-        values = np.asarray(ds.responses[row(ds, index)], dtype="<f4")
-        return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
+        return _array_response(ds.responses[row(ds, index)])
 
     @app.get("/api/datasets/{dataset_id}/stimuli/{index}/captions", summary="Every caption of the stimulus")
     def stimulus_captions(dataset_id: str, index: int) -> dict:
@@ -208,20 +207,24 @@ def create_app(prepare_demo: bool = True) -> FastAPI:
     def truth_map(dataset_id: str, name: str) -> Response:
         ds = dataset(dataset_id)
         try:
-            values = ds.truth_map(name).astype("<f4")
+            return _array_response(ds.truth_map(name))
         except KeyError as err:
             raise HTTPException(404, str(err.args[0])) from None
-        return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
 
     @app.get("/api/datasets/{dataset_id}/noise-ceiling", response_class=Response, summary="Per-unit noise ceiling, percent: float32 bytes")
     def noise_ceiling(dataset_id: str) -> Response:
         ds = dataset(dataset_id)
         if ds.noise_ceiling is None:
             raise HTTPException(404, f"dataset {ds.id!r} has no noise ceiling")
-        values = np.asarray(ds.noise_ceiling, dtype="<f4")
-        return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
+        return _array_response(ds.noise_ceiling)
 
     return app
+
+
+def _array_response(values: np.ndarray) -> Response:
+    """One per-unit vector as little-endian float32 bytes, dtype and shape in headers."""
+    values = np.asarray(values, dtype="<f4")
+    return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
 
 
 def _captioner_specs(ds: Dataset) -> list[dict]:
