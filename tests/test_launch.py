@@ -68,3 +68,36 @@ def test_supervisor_restarts_a_dead_backend(small_world):
     finally:
         supervisor.stop()
         client.close()
+
+
+@pytest.mark.slow
+def test_viewer_uses_a_backend_that_is_already_running(backend_url):
+    """--backend-url: no backend process is started; the page is served from the given one."""
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "launch.py", "--backend-url", backend_url, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "viewer did not answer"
+            time.sleep(0.3)
+        config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).json()
+        assert any("Cortextual" in str(c.get("props", {}).get("value", "")) for c in config["components"])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+    assert "backend ready at " + backend_url in process.stdout.read()
