@@ -3,6 +3,7 @@
     python launch.py                         # backend + viewer on 127.0.0.1:7860, demo world
     python launch.py --dataset ID --port N --host H --backend-url URL
     python launch.py datasets                # what is available, with sizes
+    python launch.py models list|pull ID|add|remove ID   # which weights are present; fetch them
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import threading
 import time
 
+#: Whether the user asked for offline mode themselves; `models pull` goes online otherwise.
+_USER_SET_OFFLINE = "HF_HUB_OFFLINE" in os.environ
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -33,10 +36,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend-port", type=int, help="port for the backend this launcher starts (default: port + 1 if free)")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("datasets", help="list the datasets, with sizes")
+    models = commands.add_parser("models", help="the model registry: list, pull, add, remove").add_subparsers(dest="action", required=True)
+    listing = models.add_parser("list", help="every model and whether its weights are here")
+    listing.add_argument("--kind", choices=("captioner", "text_embedder", "image_embedder", "text_to_image"))
+    models.add_parser("pull", help="download a model's weights (needs internet)").add_argument("id")
+    add = models.add_parser("add", help="register a model by Hugging Face id or local folder")
+    add.add_argument("--architecture", required=True, help="blip, blip2, git, vision-encoder-decoder, florence2, sentence-transformers, clip-text, clip-vision, stable-diffusion, stable-diffusion-xl")
+    where = add.add_mutually_exclusive_group(required=True)
+    where.add_argument("--hf-id", help="Hugging Face repository id")
+    where.add_argument("--path", help="local folder saved with save_pretrained")
+    add.add_argument("--id", help="id to use (default: the hub id or local/<folder>)")
+    add.add_argument("--label", help="name shown in the viewer")
+    models.add_parser("remove", help="forget a model added with `models add`").add_argument("id")
     args = parser.parse_args(argv)
 
     if args.command == "datasets":
         return list_datasets()
+    if args.command == "models":
+        return models_command(args)
     return explore(args)
 
 
@@ -52,6 +69,44 @@ def list_datasets() -> int:
     for r in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     return 0
+
+
+def models_command(args: argparse.Namespace) -> int:
+    if args.action == "pull" and not _USER_SET_OFFLINE:
+        os.environ.pop("HF_HUB_OFFLINE", None)  # before huggingface_hub reads it at import
+    from backend.models import registry, weights
+
+    try:
+        if args.action == "list":
+            rows = [("id", "kind", "weights", "memory", "licence")]
+            for spec in registry.list_models(args.kind):
+                state = "simulated" if spec.simulated else ("present" if weights.weights_present(spec) else "not downloaded")
+                rows.append((spec.id, spec.kind, state, f"{spec.memory_gb:.1f} GB", spec.licence))
+            _print_table(rows)
+            missing = [r[0] for r in rows[1:] if r[2] == "not downloaded"]
+            if missing:
+                print(f"\n{len(missing)} models are not downloaded; `python launch.py models pull ID` fetches one (needs internet).")
+        elif args.action == "pull":
+            spec = registry.get_model(args.id)
+            folder = weights.pull(spec, progress=lambda done, total: print(f"\r[pull] {spec.id}: file {done} of {total}", end="", flush=True))
+            print(f"\n[pull] {spec.id} is present" + (f" at {folder}" if folder else ""))
+        elif args.action == "add":
+            spec = registry.add_user_model(architecture=args.architecture, hf_id=args.hf_id, source=args.path, id=args.id, label=args.label)
+            present = "present" if weights.weights_present(spec) else f"not downloaded: {weights.pull_command(spec)}"
+            print(f"added {spec.id} ({spec.kind}, {spec.architecture}); weights {present}")
+        elif args.action == "remove":
+            registry.remove_user_model(args.id)
+            print(f"removed {args.id}")
+    except (KeyError, ValueError, weights.ModelUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_table(rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _or_dash(value) -> str:

@@ -80,9 +80,9 @@ def in_process(switches: int) -> None:
         times, sizes = [], []
         for i in range(1, switches + 1):
             t0 = time.perf_counter()
-            outputs = explorer.show_stimulus(dataset_id, i)
+            outputs = explorer.show_stimulus(dataset_id, i, "sim-scene-renderer")
             times.append(1000 * (time.perf_counter() - t0))
-            update = outputs[4] if space["kind"] == "surface" else outputs[5]
+            update = outputs[5] if space["kind"] == "surface" else outputs[6]
             sizes.append(len(json.dumps(update["value"])))
         per_switch = statistics.median(sizes)
         median_ms = statistics.median(times)

@@ -20,6 +20,7 @@ CACHE_ROOT = Path(tempfile.mkdtemp(prefix="cortextual-test-cache-"))
 os.environ["CORTEXTUAL_CACHE"] = str(CACHE_ROOT)
 os.environ["NILEARN_DATA"] = str(CACHE_ROOT / "nilearn")
 SMALL_DEMO_SIZE = "120x30"
+RUNNING: dict = {}
 os.environ["CORTEXTUAL_DEMO_SIZE"] = SMALL_DEMO_SIZE
 
 
@@ -54,7 +55,9 @@ def backend_url(small_world) -> str:
     from backend.service.app import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app()
+    RUNNING["services"] = app.state.services
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -64,6 +67,12 @@ def backend_url(small_world) -> str:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(5)
+
+
+@pytest.fixture()
+def backend_services(backend_url):
+    """The in-process backend's Services (store, model pool, jobs), to look behind the API."""
+    return RUNNING["services"]
 
 
 @pytest.fixture()

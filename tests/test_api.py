@@ -51,9 +51,11 @@ def test_dataset_detail(client, human):
     assert detail["space"] == "surface"
     assert detail["splits"] == {"train": 120, "test": 30}
     assert detail["n_repeats"] == 3
-    ids = [c["id"] for c in detail["captioners"]]
-    assert ids[0] == "reference" and "sim-noisy-words" in ids
     assert "signal_caption" in detail["truth"]
+    sources = client.captioners("demo-human")
+    assert sources[0]["id"] == "reference" and not sources[0]["simulated"]
+    noisy = next(c for c in sources if c["id"] == "sim-noisy-words")
+    assert noisy["simulated"] and noisy["label"] != "sim-noisy-words"
 
 
 def test_stimulus_page_and_search(client, human):

@@ -19,6 +19,7 @@ import numpy as np
 
 from backend.service.client import BackendClient, BackendError
 from viewer.brain_panel import BrainPanel
+from viewer.model_runs import ModelRuns, reconstruction_items
 from viewer.mouse_panel import MousePanel
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -104,10 +105,10 @@ class Explorer:
     def thumbnail(self, dataset_id: str, index: int):
         return _png_to_pil(self.client.stimulus_image(dataset_id, index, size=THUMB_PX))
 
-    def show_stimulus(self, ds: str, index: int, static=None, kind: str | None = None) -> tuple:
-        """Outputs for a stimulus switch: (index, image, heading, captions, brain update, mouse update).
-
-        Only per-unit values go to the response panel unless ``static`` (a dataset switch) is given.
+    def show_stimulus(self, ds: str, index: int, generator: str | None = None, static=None, kind: str | None = None) -> tuple:
+        """Outputs for a stimulus switch: (index, image, heading, captions, reconstructions, brain
+        update, mouse update). Only per-unit values go to the response panel unless ``static`` (a
+        dataset switch) is given; ``generator`` is the text-to-image model whose images to show.
         """
         item = self.client.stimulus(ds, index)
         image = _png_to_pil(self.client.stimulus_image(ds, index, size=STIMULUS_PX))
@@ -123,11 +124,12 @@ class Explorer:
             mouse_update = self.mouse.values_update(values, title, static=static, cbar_label="response (noise sd)")
         split = "test (mean of repeats)" if item["split"] == "test" else item["split"]
         heading = f"### Stimulus #{index} · `{item['id']}` · {split}"
-        return index, image, heading, caption_table, brain_update, mouse_update
+        recon = reconstruction_items(self.client, ds, index, generator)
+        return index, image, heading, caption_table, recon, brain_update, mouse_update
 
     def captions_html(self, dataset_id: str, index: int) -> str:
         captions = self.client.captions(dataset_id, index)
-        specs = {c["id"]: c for c in self.detail(dataset_id)["captioners"]}
+        specs = {c["id"]: c for c in self.client.captioners(dataset_id)}
         reference = captions.get("reference") or ""
         ref_words = set(_words(reference))
         rows = []
@@ -191,6 +193,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                         with gr.Column(scale=3):
                             stimulus_title = gr.Markdown(elem_id="ctx-stimulus-title")
                             captions = gr.HTML(elem_id="ctx-captions")
+                    runs = ModelRuns(client)
                     with gr.Group(visible=True) as brain_group:
                         brain = BrainPanel(
                             label="Response on the inflated cortex (fsaverage5)", views=SURFACE_VIEWS, elem_id="ctx-brain"
@@ -222,17 +225,21 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
 
         explorer.brain, explorer.mouse = brain, mouse
         show_stimulus = explorer.show_stimulus
-        stimulus_outputs = [stimulus_state, stimulus_image, stimulus_title, captions, *brain.outputs, *mouse.outputs]
+        stimulus_outputs = [
+            stimulus_state, stimulus_image, stimulus_title, captions, runs.reconstructions, *brain.outputs, *mouse.outputs
+        ]
+        runs.wire(dataset_state, stimulus_state, captions, explorer.captions_html)
 
-        def open_dataset(ds: str):
+        def open_dataset(ds: str, generator: str | None):
             if not ds:
                 raise gr.Error("no dataset selected (is the backend running?)")
             try:
                 info = explorer.dataset_markdown(ds)
                 kind, static = static_updates(ds, brain, mouse)
                 items, indices, label, offset = explorer.gallery_page(ds, "", 0)
-                first = show_stimulus(ds, indices[0] if indices else 0, static=static, kind=kind)
+                first = show_stimulus(ds, indices[0] if indices else 0, generator, static=static, kind=kind)
                 truth = explorer.detail(ds)["truth"]
+                sources = runs.sources(ds)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             return (
@@ -246,6 +253,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                 gr.update(visible=kind == "surface"),
                 gr.update(visible=kind == "neurons"),
                 gr.update(choices=list(truth), value=None),
+                gr.update(choices=sources, value="reference"),
                 *first,
             )
 
@@ -260,10 +268,11 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             brain_group,
             mouse_group,
             truth_choice,
+            runs.source,
             *stimulus_outputs,
         ]
-        app.load(open_dataset, inputs=dataset_box, outputs=dataset_outputs)
-        dataset_box.input(open_dataset, inputs=dataset_box, outputs=dataset_outputs)
+        app.load(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs)
+        dataset_box.input(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs)
 
         def turn_page(ds: str, query: str, offset: int, step: int):
             try:
@@ -277,15 +286,17 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         prev_button.click(lambda ds, q, o: turn_page(ds, q, o, -1), inputs=[dataset_state, search, offset_state], outputs=page_outputs)
         next_button.click(lambda ds, q, o: turn_page(ds, q, o, +1), inputs=[dataset_state, search, offset_state], outputs=page_outputs)
 
-        def select_stimulus(ds: str, indices: list[int], event: gr.SelectData):
+        def select_stimulus(ds: str, indices: list[int], generator: str | None, event: gr.SelectData):
             if not indices or event.index is None or event.index >= len(indices):
                 raise gr.Error("that thumbnail is no longer on this page; search again")
             try:
-                return show_stimulus(ds, indices[event.index])
+                return show_stimulus(ds, indices[event.index], generator)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
 
-        gallery.select(select_stimulus, inputs=[dataset_state, page_state], outputs=stimulus_outputs, show_progress="hidden")
+        gallery.select(
+            select_stimulus, inputs=[dataset_state, page_state, runs.generator], outputs=stimulus_outputs, show_progress="hidden"
+        )
 
         def show_truth(ds: str, name: str | None):
             if not name:

@@ -1,76 +1,36 @@
 """The backend's HTTP API (FastAPI; its OpenAPI schema is served at /openapi.json).
 
-Quick queries only for now: datasets, pages of stimuli with caption search, one stimulus's image,
-responses and captions, unit spaces, surface meshes and planted truth. Errors come back as
-``{"detail": "one line"}`` with a 4xx status; nothing a client sends can stop the process.
+Routers: datasets (quick queries), models (the registry and what is downloaded), stages (jobs
+that caption, embed and generate, with progress, and their cached outputs). Errors come back as ``{"detail": "one line"}`` with a 4xx status; nothing a client
+sends can stop the process.
 """
 
 from __future__ import annotations
 
-import functools
-import io
-import json
 import logging
-import os
-import threading
 import traceback
 
-import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 import backend
 from backend.data import catalog
-from backend.data.demo.world import DEMO_IDS, ensure_demo_world
-from backend.data.schema import Dataset, DatasetError, NeuronSpace
-from backend.data.surface import load_hemispheres
-from backend.service.wire import array_headers, encode_array
+from backend.data.schema import DatasetError
+from backend.models.registry import UnknownModel
+from backend.models.weights import ModelUnavailable
+from backend.service import datasets_api, models_api, stages_api
+from backend.service.state import Services
 
 log = logging.getLogger("cortextual.backend")
-
-MAX_PAGE = 500
-MAX_IMAGE_SIZE = 1024
-
-
-class DemoPreparation:
-    """Generates the demo world in a background thread and tells how far it got."""
-
-    def __init__(self) -> None:
-        self.state = "idle"
-        self.stage = ""
-        self.fraction = 0.0
-        self.error: str | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self.state = "generating"
-            self._thread = threading.Thread(target=self._run, name="demo-world", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            ensure_demo_world(progress=self._progress)
-            self.state, self.fraction = "ready", 1.0
-        except Exception as err:  # reported through /api/health, never raised in a request
-            log.error("demo world generation failed:\n%s", traceback.format_exc())
-            self.state, self.error = "failed", f"{type(err).__name__}: {err}"
-
-    def _progress(self, stage: str, fraction: float) -> None:
-        if stage != self.stage:
-            log.info("demo world: %s (%.0f%%)", stage, 100 * fraction)
-        self.stage, self.fraction = stage, fraction
-
-    def as_dict(self) -> dict:
-        return {"state": self.state, "stage": self.stage, "fraction": round(self.fraction, 3), "error": self.error}
 
 
 def create_app(prepare_demo: bool = True) -> FastAPI:
     """The API; with ``prepare_demo`` the demo world starts generating at once if it is missing."""
     app = FastAPI(title="Cortextual backend", version=backend.__version__)
-    demo = DemoPreparation()
-    if prepare_demo:
-        demo.start()
+    app.state.services = Services(prepare_demo=prepare_demo)
+    app.include_router(datasets_api.router)
+    app.include_router(models_api.router)
+    app.include_router(stages_api.router)
 
     @app.exception_handler(DatasetError)
     async def _dataset_error(_: Request, err: DatasetError) -> JSONResponse:
@@ -80,222 +40,17 @@ def create_app(prepare_demo: bool = True) -> FastAPI:
     async def _unknown(_: Request, err: catalog.UnknownDataset) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(err)})
 
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(_: Request, err: UnknownModel) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(err)})
+
+    @app.exception_handler(ModelUnavailable)
+    async def _unavailable(_: Request, err: ModelUnavailable) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(err)})
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:
         log.error("unexpected error:\n%s", traceback.format_exc())
         return JSONResponse(status_code=500, content={"detail": f"internal error: {type(err).__name__}: {err}"})
 
-    def dataset(dataset_id: str) -> Dataset:
-        if dataset_id in DEMO_IDS and demo.state == "generating":
-            raise HTTPException(
-                503, f"the demo world is being generated ({demo.stage}, {100 * demo.fraction:.0f}%); try again shortly"
-            )
-        return catalog.open_dataset(dataset_id)
-
-    def row(ds: Dataset, index: int) -> int:
-        if not 0 <= index < ds.n_stimuli:
-            raise HTTPException(404, f"dataset {ds.id!r} has stimuli 0..{ds.n_stimuli - 1}, not {index}")
-        return index
-
-    @app.get("/api/health", summary="Liveness and demo-world preparation state")
-    def health() -> dict:
-        return {"status": "ok", "version": backend.__version__, "pid": os.getpid(), "demo": demo.as_dict()}
-
-    @app.get("/api/datasets", summary="Every dataset the backend can open")
-    def datasets() -> list[dict]:
-        return [info.to_dict() for info in catalog.list_datasets()]
-
-    @app.get("/api/datasets/{dataset_id}", summary="One dataset's description, splits and captioners")
-    def dataset_detail(dataset_id: str) -> dict:
-        ds = dataset(dataset_id)
-        captioners = [{"id": "reference", "label": "Reference caption", "simulated": False}]
-        captioners += _captioner_specs(ds)
-        return {
-            "id": ds.id,
-            "name": ds.name,
-            "description": ds.description,
-            "simulated": ds.simulated,
-            "space": ds.space.kind,
-            "n_stimuli": ds.n_stimuli,
-            "n_units": ds.n_units,
-            "splits": {split: int(len(ds.stimuli.indices(split))) for split in ("train", "test")},
-            "n_repeats": None if ds.trials is None else int(ds.trials.shape[0]),
-            "has_noise_ceiling": ds.noise_ceiling is not None,
-            "captioners": captioners,
-            "truth": ds.truth,
-        }
-
-    @app.get("/api/datasets/{dataset_id}/stimuli", summary="A page of stimuli, optionally filtered by caption words")
-    def stimuli(
-        dataset_id: str,
-        q: str = Query("", max_length=200, description="words that must all appear in the caption or category"),
-        split: str | None = Query(None, pattern="^(train|test)$"),
-        offset: int = Query(0, ge=0),
-        limit: int = Query(48, ge=1, le=MAX_PAGE),
-    ) -> dict:
-        ds = dataset(dataset_id)
-        matches = _search(ds, q, split)
-        page = matches[offset : offset + limit]
-        return {"total": len(matches), "offset": offset, "items": [_stimulus_item(ds, int(i)) for i in page]}
-
-    @app.get("/api/datasets/{dataset_id}/stimuli/{index}", summary="One stimulus's metadata")
-    def stimulus(dataset_id: str, index: int) -> dict:
-        ds = dataset(dataset_id)
-        return _stimulus_item(ds, row(ds, index))
-
-    @app.get(
-        "/api/datasets/{dataset_id}/stimuli/{index}/image",
-        summary="The stimulus image as PNG",
-        response_class=Response,
-        responses={200: {"content": {"image/png": {}}}},
-    )
-    def stimulus_image(dataset_id: str, index: int, size: int = Query(0, ge=0, le=MAX_IMAGE_SIZE)) -> Response:
-        ds = dataset(dataset_id)
-        png = _image_png(str(ds.stimuli.image_paths[row(ds, index)]), size)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
-
-    @app.get(
-        "/api/datasets/{dataset_id}/stimuli/{index}/responses",
-        summary="The stimulus's response of every unit: float32 little-endian bytes",
-        response_class=Response,
-        responses={200: {"content": {"application/octet-stream": {}}}},
-    )
-    def stimulus_responses(dataset_id: str, index: int) -> Response:
-        ds = dataset(dataset_id)
-        return _array_response(ds.responses[row(ds, index)])
-
-    @app.get("/api/datasets/{dataset_id}/stimuli/{index}/captions", summary="Every caption of the stimulus")
-    def stimulus_captions(dataset_id: str, index: int) -> dict:
-        ds = dataset(dataset_id)
-        i = row(ds, index)
-        captions = {"reference": ds.stimuli.captions[i]}
-        captions.update({name: texts[i] for name, texts in ds.captions.items()})
-        return {"index": i, "id": ds.stimuli.ids[i], "captions": captions}
-
-    @app.get("/api/datasets/{dataset_id}/space", summary="The unit space: mesh and ROIs, or neurons and areas")
-    def unit_space(dataset_id: str) -> dict:
-        space = dataset(dataset_id).space
-        if isinstance(space, NeuronSpace):
-            return {
-                "kind": "neurons",
-                "areas": list(space.areas),
-                "cell_types": list(space.cell_types),
-                "area_outlines": {k: v.tolist() for k, v in space.area_outlines.items()},
-                "arrays": {
-                    name: encode_array(getattr(space, name)) for name in ("area", "x", "y", "depth", "cell_type")
-                },
-            }
-        arrays = {"roi_labels": encode_array(space.roi_labels)}
-        if space.vertices is not None:
-            arrays["vertices"] = encode_array(space.vertices)
-        return {"kind": "surface", "mesh": space.mesh, "roi_names": list(space.roi_names), "arrays": arrays}
-
-    @app.get("/api/surfaces/{mesh}", summary="A display mesh: both hemispheres' coordinates, faces and sulcal depth")
-    def surface(mesh: str, kind: str = Query("inflated", pattern="^(inflated|pial|white_matter|sphere|flat)$")) -> dict:
-        return _surface_payload(mesh, kind)
-
-    @app.get("/api/datasets/{dataset_id}/truth", summary="The planted ground-truth maps (simulated datasets)")
-    def truth(dataset_id: str) -> dict:
-        return {"maps": dataset(dataset_id).truth}
-
-    @app.get(
-        "/api/datasets/{dataset_id}/truth/{name}",
-        summary="One planted map over units: float32 little-endian bytes",
-        response_class=Response,
-        responses={200: {"content": {"application/octet-stream": {}}}},
-    )
-    def truth_map(dataset_id: str, name: str) -> Response:
-        ds = dataset(dataset_id)
-        try:
-            return _array_response(ds.truth_map(name))
-        except KeyError as err:
-            raise HTTPException(404, str(err.args[0])) from None
-
-    @app.get("/api/datasets/{dataset_id}/noise-ceiling", response_class=Response, summary="Per-unit noise ceiling, percent: float32 bytes")
-    def noise_ceiling(dataset_id: str) -> Response:
-        ds = dataset(dataset_id)
-        if ds.noise_ceiling is None:
-            raise HTTPException(404, f"dataset {ds.id!r} has no noise ceiling")
-        return _array_response(ds.noise_ceiling)
-
     return app
-
-
-def _array_response(values: np.ndarray) -> Response:
-    """One per-unit vector as little-endian float32 bytes, dtype and shape in headers."""
-    values = np.asarray(values, dtype="<f4")
-    return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
-
-
-def _captioner_specs(ds: Dataset) -> list[dict]:
-    try:
-        manifest = json.loads((ds.root / "manifest.json").read_text())
-    except (OSError, ValueError):
-        manifest = {}
-    known = {spec["id"]: spec for spec in manifest.get("captioners", []) if isinstance(spec, dict) and "id" in spec}
-    return [known.get(name, {"id": name, "label": name, "simulated": ds.simulated}) for name in ds.captions]
-
-
-def _stimulus_item(ds: Dataset, i: int) -> dict:
-    return {
-        "index": i,
-        "id": ds.stimuli.ids[i],
-        "caption": ds.stimuli.captions[i],
-        "category": ds.stimuli.categories[i],
-        "split": ds.stimuli.splits[i],
-    }
-
-
-def _search(ds: Dataset, query: str, split: str | None) -> np.ndarray:
-    words = query.lower().split()
-    keep = np.ones(ds.n_stimuli, bool)
-    if split:
-        keep &= np.asarray(ds.stimuli.splits) == split
-    if words:
-        haystack = _search_texts(ds)
-        keep &= np.array([all(w in text for w in words) for text in haystack])
-    return np.flatnonzero(keep)
-
-
-@functools.lru_cache(maxsize=16)
-def _search_texts_cached(key: tuple) -> tuple[str, ...]:
-    captions, categories = key
-    return tuple(f"{c or ''} {k or ''}".lower() for c, k in zip(captions, categories, strict=True))
-
-
-def _search_texts(ds: Dataset) -> tuple[str, ...]:
-    return _search_texts_cached((ds.stimuli.captions, ds.stimuli.categories))
-
-
-@functools.lru_cache(maxsize=512)
-def _image_png(path: str, size: int) -> bytes:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = size / max(image.size) if size else 1.0
-            if scale != 1.0:
-                target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-                image = image.resize(target, Image.Resampling.LANCZOS)
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            return buffer.getvalue()
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"{path}: not a readable image ({err})") from None
-
-
-@functools.lru_cache(maxsize=4)
-def _surface_payload(mesh: str, kind: str) -> dict:
-    try:
-        hemispheres = load_hemispheres(mesh, kind)
-    except ValueError as err:
-        raise HTTPException(404, str(err)) from None
-    return {
-        "mesh": mesh,
-        "kind": kind,
-        "hemispheres": {
-            hemi: {"coords": encode_array(h.coords), "faces": encode_array(h.faces), "sulc": encode_array(h.sulc)}
-            for hemi, h in hemispheres.items()
-        },
-    }

@@ -34,8 +34,14 @@ class BackendClient:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _get(self, path: str, **params) -> httpx.Response:
+        return self._send("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def _post(self, path: str, body: dict | None = None) -> dict:
+        return self._send("POST", path, json=body or {}).json()
+
+    def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
-            response = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
+            response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as err:
             raise BackendUnavailable(f"the backend at {self.base_url} is not answering ({type(err).__name__})") from None
         if response.status_code >= 400:
@@ -112,3 +118,46 @@ class BackendClient:
 
     def noise_ceiling(self, dataset_id: str) -> np.ndarray:
         return self._array(f"/api/datasets/{dataset_id}/noise-ceiling")
+
+    # -- models, jobs and their outputs ----------------------------------------------------------
+    def models(self, kind: str | None = None) -> list[dict]:
+        """Registered models: spec fields plus "present" (weights here) and "pull" (the command)."""
+        return self._json("/api/models", kind=kind)
+
+    def captioners(self, dataset_id: str) -> list[dict]:
+        """Caption sources of a dataset ({id, label, simulated}), the reference first."""
+        return self._json(f"/api/datasets/{dataset_id}/captioners")
+
+    def caption(self, dataset_id: str, model: str, **params) -> dict:
+        """Start captioning every stimulus; returns the job (see :meth:`job`)."""
+        return self._post("/api/jobs/caption", {"dataset": dataset_id, "model": model, "params": params})
+
+    def embed_captions(self, dataset_id: str, model: str, source: str = "reference") -> dict:
+        return self._post("/api/jobs/embed-captions", {"dataset": dataset_id, "model": model, "source": source})
+
+    def embed_images(self, dataset_id: str, model: str) -> dict:
+        return self._post("/api/jobs/embed-images", {"dataset": dataset_id, "model": model})
+
+    def generate_images(
+        self, dataset_id: str, model: str, sources: list[str], stimuli: list[int] | None = None, seed: int = 0
+    ) -> dict:
+        body = {"dataset": dataset_id, "model": model, "sources": sources, "stimuli": stimuli, "seed": seed}
+        return self._post("/api/jobs/generate-images", body)
+
+    def job(self, job_id: str) -> dict:
+        """{id, kind, state (queued/running/done/failed/cancelled), done, total, fraction, message, error, result}"""
+        return self._json(f"/api/jobs/{job_id}")
+
+    def jobs(self) -> list[dict]:
+        return self._json("/api/jobs")
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self._post(f"/api/jobs/{job_id}/cancel")
+
+    def reconstructions(self, dataset_id: str, index: int, model: str, seed: int = 0) -> list[dict]:
+        """[{source, caption, key, present}] for each caption source of the stimulus."""
+        return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/reconstructions", model=model, seed=seed)
+
+    def output_image(self, key: str) -> bytes:
+        """PNG bytes of a generated image."""
+        return self._get(f"/api/outputs/images/{key}").content

@@ -33,7 +33,7 @@ DEFAULT_SEED = 0
 IMAGE_SIZE = 256
 CONTRAST_GRID = 16
 #: Bumped whenever the generator changes what it writes, so stale caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 Progress = Callable[[str, float], None]
 
@@ -120,9 +120,10 @@ def generate_demo_world(
         contrast, categories, caption_embeddings, trial_stimuli, np.random.default_rng([seed, 2]), per_area=neurons_per_area
     )
 
+    # The same call the simulated captioners make when run as a job (seed 0), so the captions
+    # shipped with the world and those a job computes agree.
     captions = {
-        spec.id: [captioners.simulated_caption(spec.id, s, seed * 100_003 + i) for i, s in enumerate(scene_list)]
-        for spec in captioners.SIMULATED_CAPTIONERS
+        spec.id: [captioners.simulated_caption(spec.id, s, 0) for s in scene_list] for spec in captioners.SIMULATED_CAPTIONERS
     }
     stimuli = [
         {

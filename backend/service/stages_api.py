@@ -1,0 +1,260 @@
+"""The stages API: jobs that caption, embed and generate (with progress and cancel), and their
+cached outputs (captions of a stimulus, images reconstructed from its captions).
+
+Requests are checked when submitted, so an unknown model, a missing download or a wrong model
+kind is a one-line 4xx at once rather than a job that fails later.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from backend.data.schema import Dataset
+from backend.models.device import Cancelled
+from backend.models.registry import DEFAULTS, get_model
+from backend.models.weights import ModelUnavailable, require_weights
+from backend.service.jobs import Job, JobCancelled
+from backend.service.state import Services, services, stimulus_row
+from backend.stages import captions as caption_stage
+from backend.stages.embeddings import embed_images_cached, embed_texts_cached
+from backend.stages.images import generate_cached, image_keys
+
+router = APIRouter()
+REFERENCE = "reference"
+MAX_GENERATE = 2000
+
+
+class CaptionRequest(BaseModel):
+    dataset: str
+    model: str
+    params: dict = Field(default_factory=dict, description="generation parameters, e.g. max_new_tokens")
+
+
+class EmbedCaptionsRequest(BaseModel):
+    dataset: str
+    model: str = DEFAULTS["text_embedder"]
+    source: str = Field(REFERENCE, description='"reference" or the id of a captioner whose captions to embed')
+
+
+class EmbedImagesRequest(BaseModel):
+    dataset: str
+    model: str
+
+
+class GenerateRequest(BaseModel):
+    dataset: str
+    model: str
+    sources: list[str] = Field(default_factory=lambda: [REFERENCE], description="caption sources to draw from")
+    stimuli: list[int] | None = Field(None, description="stimulus rows; default: the test split")
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _model(model_id: str, kind: str):
+    spec = get_model(model_id)
+    if spec.kind != kind:
+        raise HTTPException(422, f"{model_id} is a {spec.kind.replace('_', ' ')}, not a {kind.replace('_', ' ')}")
+    require_weights(spec)  # ModelUnavailable -> 422 with the pull command
+    return spec
+
+
+def source_captions(s: Services, ds: Dataset, source: str) -> list[str | None]:
+    """Captions of every stimulus from ``source``: the reference, captions shipped with the
+    dataset, or a captioner's cached run (None where it has not captioned yet)."""
+    if source == REFERENCE:
+        return list(ds.stimuli.captions)
+    if source in ds.captions:
+        return list(ds.captions[source])
+    runs = [r for r in s.store.runs(ds.id, caption_stage.STAGE) if r["model"] == source]
+    if not runs:
+        raise HTTPException(422, f"{source!r} has not captioned dataset {ds.id!r} yet; run a caption job first")
+    return caption_stage.cached_captions(ds, source, s.store, runs[-1]["params"])
+
+
+def caption_sources(s: Services, ds: Dataset) -> list[str]:
+    """Every caption source of a dataset: reference, shipped captioners, then captioner runs."""
+    names = [REFERENCE, *ds.captions]
+    names += [r["model"] for r in s.store.runs(ds.id, caption_stage.STAGE) if r["model"] not in names]
+    return names
+
+
+def _run(job: Job, work) -> dict:
+    try:
+        return work()
+    except Cancelled:
+        raise JobCancelled() from None
+
+
+def _cancel(job: Job):
+    return lambda: job.cancel_requested
+
+
+# --------------------------------------------------------------------------------------- jobs
+
+
+@router.post("/api/jobs/caption", summary="Caption every stimulus of a dataset with a captioner")
+def caption_job(request: CaptionRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    spec = _model(request.model, "captioner")
+    try:
+        caption_stage.caption_params(spec, request.params)  # unknown parameter names fail now
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from None
+
+    def work(job: Job) -> dict:
+        texts = _run(
+            job,
+            lambda: caption_stage.caption_dataset(
+                ds, spec.id, store=s.store, pool=s.pool, params=request.params, report=job.report, cancel=_cancel(job)
+            ),
+        )
+        if job.cancel_requested:
+            raise JobCancelled()
+        return {"dataset": ds.id, "model": spec.id, "captioned": sum(t is not None for t in texts)}
+
+    return s.jobs.submit("caption", request.model_dump(), work).as_dict()
+
+
+@router.post("/api/jobs/embed-captions", summary="Embed a caption source of a dataset with a text embedder")
+def embed_captions_job(request: EmbedCaptionsRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    spec = _model(request.model, "text_embedder")
+    texts = source_captions(s, ds, request.source)
+    if any(t is None for t in texts):
+        missing = sum(t is None for t in texts)
+        raise HTTPException(422, f"{request.source!r} has no caption yet for {missing} stimuli; finish its caption job first")
+
+    def work(job: Job) -> dict:
+        vectors = _run(job, lambda: embed_texts_cached(texts, spec.id, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)))
+        s.store.record_run(ds.id, "embed-text", spec.id, {"source": request.source}, len(texts), len(texts))
+        return {"dataset": ds.id, "model": spec.id, "source": request.source, "n": int(vectors.shape[0]), "dim": int(vectors.shape[1])}
+
+    return s.jobs.submit("embed-captions", request.model_dump(), work).as_dict()
+
+
+@router.post("/api/jobs/embed-images", summary="Embed every stimulus image with an image embedder")
+def embed_images_job(request: EmbedImagesRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    spec = _model(request.model, "image_embedder")
+
+    def work(job: Job) -> dict:
+        vectors = _run(job, lambda: embed_images_cached(ds, spec.id, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)))
+        return {"dataset": ds.id, "model": spec.id, "n": int(vectors.shape[0]), "dim": int(vectors.shape[1])}
+
+    return s.jobs.submit("embed-images", request.model_dump(), work).as_dict()
+
+
+@router.post("/api/jobs/generate-images", summary="Generate images from stimuli's captions with a text-to-image model")
+def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    spec = _model(request.model, "text_to_image")
+    rows = request.stimuli if request.stimuli is not None else [int(i) for i in ds.stimuli.indices("test")]
+    for i in rows:
+        stimulus_row(ds, i)
+    prompts = []
+    for source in request.sources:
+        texts = source_captions(s, ds, source)
+        prompts += [texts[i] for i in rows if texts[i]]
+    if not prompts:
+        raise HTTPException(422, "no captions to generate from: caption the stimuli first")
+    if len(prompts) > MAX_GENERATE:
+        raise HTTPException(422, f"{len(prompts)} images requested; at most {MAX_GENERATE} per job")
+
+    def work(job: Job) -> dict:
+        keys = _run(
+            job,
+            lambda: generate_cached(prompts, spec.id, store=s.store, pool=s.pool, seed=request.seed, report=job.report, cancel=_cancel(job)),
+        )
+        return {"dataset": ds.id, "model": spec.id, "images": len(set(keys))}
+
+    return s.jobs.submit("generate-images", request.model_dump(), work).as_dict()
+
+
+@router.get("/api/jobs", summary="Recent jobs, newest first")
+def jobs(s: Services = Depends(services)) -> list[dict]:
+    return [job.as_dict() for job in s.jobs.list()]
+
+
+@router.get("/api/jobs/{job_id}", summary="One job's state and progress")
+def job(job_id: str, s: Services = Depends(services)) -> dict:
+    try:
+        return s.jobs.get(job_id).as_dict()
+    except KeyError as err:
+        raise HTTPException(404, str(err.args[0])) from None
+
+
+@router.post("/api/jobs/{job_id}/cancel", summary="Stop a job (at its next batch)")
+def cancel(job_id: str, s: Services = Depends(services)) -> dict:
+    try:
+        return s.jobs.cancel(job_id).as_dict()
+    except KeyError as err:
+        raise HTTPException(404, str(err.args[0])) from None
+
+
+# ------------------------------------------------------------------------------------ outputs
+
+
+@router.get("/api/datasets/{dataset_id}/stimuli/{index}/captions", summary="Every caption of the stimulus")
+def stimulus_captions(dataset_id: str, index: int, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(dataset_id)
+    i = stimulus_row(ds, index)
+    captions = {}
+    for source in caption_sources(s, ds):
+        try:
+            captions[source] = source_captions(s, ds, source)[i]
+        except ModelUnavailable:  # weights removed since the run: its cache keys cannot be made
+            continue
+    return {"index": i, "id": ds.stimuli.ids[i], "captions": captions}
+
+
+@router.get("/api/datasets/{dataset_id}/captioners", summary="Caption sources of a dataset with labels")
+def captioners(dataset_id: str, s: Services = Depends(services)) -> list[dict]:
+    ds = s.dataset(dataset_id)
+    out = []
+    for source in caption_sources(s, ds):
+        if source == REFERENCE:
+            out.append({"id": REFERENCE, "label": "Reference caption", "simulated": False})
+            continue
+        try:
+            spec = get_model(source)
+            out.append({"id": source, "label": spec.label, "simulated": spec.simulated})
+        except KeyError:
+            out.append({"id": source, "label": source, "simulated": ds.simulated})
+    return out
+
+
+@router.get("/api/datasets/{dataset_id}/stimuli/{index}/reconstructions", summary="Images generated from the stimulus's captions")
+def reconstructions(
+    dataset_id: str,
+    index: int,
+    model: str = Query(..., description="text-to-image model id"),
+    seed: int = 0,
+    s: Services = Depends(services),
+) -> list[dict]:
+    ds = s.dataset(dataset_id)
+    i = stimulus_row(ds, index)
+    spec = _model(model, "text_to_image")
+    out = []
+    for source in caption_sources(s, ds):
+        text = source_captions(s, ds, source)[i]
+        if not text:
+            continue
+        key = image_keys([text], spec.id, seed=seed)[0]
+        out.append({"source": source, "caption": text, "key": key, "present": key in s.store})
+    return out
+
+
+@router.get("/api/outputs/images/{key}", summary="A generated image (PNG) by its store key", response_class=Response)
+def output_image(key: str, s: Services = Depends(services)) -> Response:
+    if not re.fullmatch(r"[0-9a-f]{64}", key):
+        raise HTTPException(422, "an image key is 64 hexadecimal characters")
+    entry = s.store.get(key)
+    if entry is None or entry[0] != "png":
+        raise HTTPException(404, f"no generated image {key[:12]}...")
+    return Response(entry[1], media_type="image/png", headers={"Cache-Control": "max-age=86400"})

@@ -1,0 +1,90 @@
+"""What the backend process holds: the store, the model pool, the job queue, demo preparation."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+
+from fastapi import HTTPException, Request
+
+from backend.cache import Store
+from backend.data import catalog
+from backend.data.demo.world import DEMO_IDS, ensure_demo_world
+from backend.data.schema import Dataset
+from backend.service.jobs import JobQueue
+
+log = logging.getLogger("cortextual.backend")
+
+
+class DemoPreparation:
+    """Generates the demo world in a background thread and tells how far it got."""
+
+    def __init__(self) -> None:
+        self.state = "idle"
+        self.stage = ""
+        self.fraction = 0.0
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self.state = "generating"
+            self._thread = threading.Thread(target=self._run, name="demo-world", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            ensure_demo_world(progress=self._progress)
+            self.state, self.fraction = "ready", 1.0
+        except Exception as err:  # reported through /api/health, never raised in a request
+            log.error("demo world generation failed:\n%s", traceback.format_exc())
+            self.state, self.error = "failed", f"{type(err).__name__}: {err}"
+
+    def _progress(self, stage: str, fraction: float) -> None:
+        if stage != self.stage:
+            log.info("demo world: %s (%.0f%%)", stage, 100 * fraction)
+        self.stage, self.fraction = stage, fraction
+
+    def as_dict(self) -> dict:
+        return {"state": self.state, "stage": self.stage, "fraction": round(self.fraction, 3), "error": self.error}
+
+
+class Services:
+    """Shared by every request. The model pool is created on first use (it picks the device)."""
+
+    def __init__(self, prepare_demo: bool = True) -> None:
+        self.demo = DemoPreparation()
+        self.store = Store()
+        self.jobs = JobQueue()
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        if prepare_demo:
+            self.demo.start()
+
+    @property
+    def pool(self):
+        with self._pool_lock:
+            if self._pool is None:
+                from backend.models.pool import ModelPool
+
+                self._pool = ModelPool()
+            return self._pool
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        if dataset_id in DEMO_IDS and self.demo.state == "generating":
+            raise HTTPException(
+                503, f"the demo world is being generated ({self.demo.stage}, {100 * self.demo.fraction:.0f}%); try again shortly"
+            )
+        return catalog.open_dataset(dataset_id)
+
+
+def services(request: Request) -> Services:
+    """FastAPI dependency: the process's :class:`Services`."""
+    return request.app.state.services
+
+
+def stimulus_row(ds: Dataset, index: int) -> int:
+    if not 0 <= index < ds.n_stimuli:
+        raise HTTPException(404, f"dataset {ds.id!r} has stimuli 0..{ds.n_stimuli - 1}, not {index}")
+    return index

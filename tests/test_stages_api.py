@@ -1,0 +1,142 @@
+"""Model jobs through the API as the viewer runs them: caption, embed, generate; cache hits skip
+the model; offline and bad requests fail fast with one line."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.service.client import BackendError
+from tests.models_tiny import register_tiny, tiny_id
+
+REQUIRED = [
+    "Salesforce/blip-image-captioning-base",
+    "Salesforce/blip-image-captioning-large",
+    "microsoft/git-base-coco",
+    "microsoft/git-large-coco",
+    "nlpconnect/vit-gpt2-image-captioning",
+    "microsoft/Florence-2-base",
+    "Salesforce/blip2-opt-2.7b",
+    "sentence-transformers/all-MiniLM-L6-v2",
+    "sentence-transformers/all-mpnet-base-v2",
+    "stabilityai/sd-turbo",
+    "stabilityai/sdxl-turbo",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sim-reference",
+    "sim-noisy-words",
+    "sim-scene-renderer",
+]
+
+
+def wait_job(client, job: dict, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while job["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+        job = client.job(job["id"])
+    return job
+
+
+def test_models_list_tells_the_truth_offline(client):
+    models = {m["id"]: m for m in client.models()}
+    for model_id in REQUIRED:
+        assert model_id in models, model_id
+    assert models["sentence-transformers/all-MiniLM-L6-v2"]["present"]
+    blip = models["Salesforce/blip-image-captioning-base"]
+    assert not blip["present"] and blip["pull"] == "python launch.py models pull Salesforce/blip-image-captioning-base"
+    assert models["sim-noisy-words"]["simulated"] and models["sim-noisy-words"]["present"]
+    assert {m["kind"] for m in client.models(kind="captioner")} == {"captioner"}
+    assert any(m["kind"] == "image_embedder" for m in models.values())
+
+
+def test_missing_weights_fail_fast_with_the_pull_command(client):
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        client.caption("demo-human", "Salesforce/blip-image-captioning-base")
+    assert time.monotonic() - started < 5
+    assert info.value.status == 422
+    assert "launch.py models pull Salesforce/blip-image-captioning-base" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "words"),
+    [
+        (lambda c: c.caption("demo-human", "no/such-model"), 404, "unknown model 'no/such-model'"),
+        (lambda c: c.caption("demo-human", "sentence-transformers/all-MiniLM-L6-v2"), 422, "not a captioner"),
+        (lambda c: c.caption("demo-human", "sim-one-object", temperature=2), 422, "does not take ['temperature']"),
+        (lambda c: c.embed_captions("demo-human", "sentence-transformers/all-MiniLM-L6-v2", "tiny/never-run"), 422, "has not captioned"),
+        (lambda c: c.job("job-0"), 404, "no job"),
+        (lambda c: c.output_image("0" * 64), 404, "no generated image"),
+        (lambda c: c.output_image("../etc/passwd"), 404, ""),
+    ],
+)
+def test_bad_job_requests(client, call, status, words):
+    with pytest.raises(BackendError) as info:
+        call(client)
+    assert info.value.status == status and words in str(info.value)
+
+
+@pytest.mark.slow
+def test_caption_job_with_a_tiny_blip_then_served_from_the_cache(client, backend_services, human):
+    spec = register_tiny("blip")  # a user model by local path, as users add one
+    job = wait_job(client, client.caption("demo-human", spec.id))
+    assert job["state"] == "done", job
+    assert job["done"] == job["total"] == human.n_stimuli and job["result"]["captioned"] == human.n_stimuli
+    loads = backend_services.pool.loads[spec.id]
+    assert loads == 1
+
+    captions = client.captions("demo-human", 4)
+    assert spec.id in captions and isinstance(captions[spec.id], str)
+    assert any(c["id"] == spec.id for c in client.captioners("demo-human"))
+
+    backend_services.pool.evict(spec.id)
+    again = wait_job(client, client.caption("demo-human", spec.id))
+    assert again["state"] == "done" and again["message"] == f"{human.n_stimuli} of {human.n_stimuli} cached"
+    assert backend_services.pool.loads[spec.id] == 1, "a cache hit never loads the model"
+    assert spec.id not in backend_services.pool.resident()
+
+
+@pytest.mark.slow
+def test_simulated_captioner_job_reproduces_the_shipped_captions(client, backend_services, human):
+    job = wait_job(client, client.caption("demo-human", "sim-noisy-words"))
+    assert job["state"] == "done"
+    from backend.stages.captions import cached_captions
+
+    computed = cached_captions(human, "sim-noisy-words", backend_services.store)
+    assert computed == list(human.captions["sim-noisy-words"])
+
+
+@pytest.mark.slow
+def test_embed_captions_with_real_minilm(client, backend_services, human):
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    job = wait_job(client, client.embed_captions("demo-human", model, "reference"))
+    assert job["state"] == "done" and job["result"]["dim"] == 384 and job["result"]["n"] == human.n_stimuli
+    from backend.stages.embeddings import embed_texts_cached
+
+    class NoModels:
+        def get(self, model_id):
+            raise AssertionError("the cache should have answered")
+
+    vectors = embed_texts_cached(list(human.stimuli.captions), model, store=backend_services.store, pool=NoModels())
+    direct = backend_services.pool.get(model).embed(list(human.stimuli.captions[:5]))
+    np.testing.assert_allclose(vectors[:5], direct, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_generate_reconstructions_with_the_scene_renderer(client, human):
+    from backend.data.demo import scenes
+
+    rows = [int(i) for i in human.stimuli.indices("test")[:3]]
+    job = wait_job(client, client.generate_images("demo-human", "sim-scene-renderer", ["reference", "sim-one-object"], rows))
+    assert job["state"] == "done" and job["result"]["images"] == 6
+    items = {r["source"]: r for r in client.reconstructions("demo-human", rows[0], "sim-scene-renderer")}
+    assert items["reference"]["present"] and items["sim-one-object"]["present"]
+    image = np.asarray(Image.open(io.BytesIO(client.output_image(items["reference"]["key"]))).convert("RGB"))
+    expected = scenes.render(scenes.interpret(human.stimuli.captions[rows[0]]), 256, jitter=0)  # seed 0
+    np.testing.assert_array_equal(image, expected)
+    assert not items.get("sim-noisy-words", {"present": False})["present"], "only the asked sources were generated"

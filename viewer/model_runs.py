@@ -1,0 +1,164 @@
+"""Running models from the page: caption, embed and reconstruct as backend jobs with a progress bar,
+and the reconstruction strip (images generated from each caption of the selected stimulus)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import gradio as gr
+from PIL import Image
+
+from backend.service.client import BackendClient, BackendError
+
+POLL_S = 0.25
+FALLBACK_TEXT_TO_IMAGE = "sim-scene-renderer"
+
+
+def model_choices(client: BackendClient, kind: str) -> list[tuple[str, str]]:
+    """(label, id) for every model of ``kind``, saying which are simulated or not downloaded."""
+    choices = []
+    for m in client.models(kind):
+        state = " · simulated" if m["simulated"] else ("" if m["present"] else " · not downloaded")
+        choices.append((f"{m['label']}{state}", m["id"]))
+    return choices
+
+
+def default_text_to_image(client: BackendClient) -> str:
+    """The first text-to-image model whose weights are here, else the demo world's renderer."""
+    present = [m["id"] for m in client.models("text_to_image") if m["present"] and not m["simulated"]]
+    return present[0] if present else FALLBACK_TEXT_TO_IMAGE
+
+
+def follow_job(client: BackendClient, job: dict, progress: gr.Progress) -> dict:
+    """Poll a job to its end, mirroring its progress on the page's progress bar."""
+    while job["state"] in ("queued", "running"):
+        progress(job["fraction"], desc=job["message"] or f"{job['kind']} ({job['state']})")
+        time.sleep(POLL_S)
+        job = client.job(job["id"])
+    return job
+
+
+def job_summary(job: dict) -> str:
+    took = f" in {job['elapsed_s']:.1f} s" if job.get("elapsed_s") is not None else ""
+    if job["state"] == "done":
+        result = ", ".join(f"{k}: {v}" for k, v in (job["result"] or {}).items())
+        return f"✅ **{job['kind']}** finished{took} — {result}"
+    if job["state"] == "cancelled":
+        return f"⏹ **{job['kind']}** cancelled — {job['message']}"
+    return f"❌ **{job['kind']}** failed — {job['error']}"
+
+
+def reconstruction_items(client: BackendClient, dataset_id: str, index: int, model: str | None) -> list[tuple]:
+    """Gallery items: the stimulus, then each caption's generated image that exists for ``model``."""
+    items = [(_image(client.stimulus_image(dataset_id, index, size=256)), "stimulus")]
+    if not model:
+        return items
+    for entry in client.reconstructions(dataset_id, index, model):
+        if entry["present"]:
+            items.append((_image(client.output_image(entry["key"])), f"{entry['source']}: {entry['caption']}"))
+    return items
+
+
+def _image(png: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+class ModelRuns:
+    """The "Run models" accordion; create inside a Blocks context, then :meth:`wire`."""
+
+    def __init__(self, client: BackendClient) -> None:
+        self.client = client
+        try:
+            captioners = model_choices(client, "captioner")
+            embedders = model_choices(client, "text_embedder")
+            generators = model_choices(client, "text_to_image")
+            generator = default_text_to_image(client)
+        except BackendError:
+            captioners, embedders, generators, generator = [], [], [], None
+        with gr.Accordion("Run models (captioners, text embedders, text-to-image)", open=False, elem_id="ctx-runs"):
+            gr.Markdown(
+                "Jobs run in the backend, one at a time, and are cached: a second run is read from disk. "
+                "Models marked *not downloaded* need `python launch.py models pull ID` on a machine with internet."
+            )
+            with gr.Row():
+                self.captioner = gr.Dropdown(captioners, value=captioners[0][1] if captioners else None, label="Captioner", scale=3, elem_id="ctx-captioner")
+                self.caption_button = gr.Button("Caption every stimulus", scale=1, elem_id="ctx-caption-run")
+            with gr.Row():
+                self.embedder = gr.Dropdown(embedders, value=embedders[0][1] if embedders else None, label="Text embedder", scale=2, elem_id="ctx-embedder")
+                self.source = gr.Dropdown(["reference"], value="reference", label="Captions to embed", scale=1, elem_id="ctx-embed-source")
+                self.embed_button = gr.Button("Embed captions", scale=1, elem_id="ctx-embed-run")
+            with gr.Row():
+                self.generator = gr.Dropdown(generators, value=generator, label="Text-to-image", scale=3, elem_id="ctx-generator")
+                self.generate_button = gr.Button("Reconstruct this stimulus", scale=1, elem_id="ctx-generate-run")
+                self.generate_test_button = gr.Button("… every test stimulus", scale=1, elem_id="ctx-generate-test")
+            with gr.Row():
+                self.status = gr.Markdown(elem_id="ctx-job-status")
+                self.cancel_button = gr.Button("Cancel running jobs", size="sm", variant="stop", scale=0, elem_id="ctx-cancel")
+        self.reconstructions = gr.Gallery(
+            label="Reconstructions: images generated from each caption (stimulus first)",
+            columns=6,
+            height=230,
+            allow_preview=True,
+            object_fit="contain",
+            elem_id="ctx-reconstructions",
+        )
+
+    def sources(self, dataset_id: str) -> list[tuple[str, str]]:
+        return [(c["label"], c["id"]) for c in self.client.captioners(dataset_id)]
+
+    def wire(self, dataset_state, stimulus_state, captions_html, refresh_captions) -> None:
+        """Connect the buttons. ``refresh_captions(ds, index) -> html`` redraws the captions panel."""
+        client = self.client
+
+        def run(start, progress=gr.Progress()):
+            try:
+                job = follow_job(client, start(), progress)
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            return job_summary(job)
+
+        def caption(ds, model, progress=gr.Progress()):
+            return run(lambda: client.caption(ds, model), progress)
+
+        def embed(ds, model, source, progress=gr.Progress()):
+            return run(lambda: client.embed_captions(ds, model, source), progress)
+
+        def sources_of(ds):
+            return [s for _, s in self.sources(ds)]
+
+        def generate(ds, model, index, progress=gr.Progress()):
+            return run(lambda: client.generate_images(ds, model, sources_of(ds), [int(index)]), progress)
+
+        def generate_test(ds, model, progress=gr.Progress()):
+            return run(lambda: client.generate_images(ds, model, sources_of(ds), None), progress)
+
+        def after_captions(ds, index):
+            try:
+                return refresh_captions(ds, int(index)), gr.update(choices=self.sources(ds))
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+
+        def show_reconstructions(ds, index, model):
+            try:
+                return reconstruction_items(client, ds, int(index), model)
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+
+        def cancel_all():
+            cancelled = [client.cancel_job(j["id"])["id"] for j in client.jobs() if j["state"] in ("queued", "running")]
+            return f"asked {len(cancelled)} job(s) to stop" if cancelled else "no job is running"
+
+        self.caption_button.click(caption, [dataset_state, self.captioner], self.status).then(
+            after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
+        )
+        self.embed_button.click(embed, [dataset_state, self.embedder, self.source], self.status)
+        for button, handler, inputs in (
+            (self.generate_button, generate, [dataset_state, self.generator, stimulus_state]),
+            (self.generate_test_button, generate_test, [dataset_state, self.generator]),
+        ):
+            button.click(handler, inputs, self.status).then(
+                show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions
+            )
+        self.generator.change(show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions)
+        self.cancel_button.click(cancel_all, None, self.status)
