@@ -107,3 +107,37 @@ def test_selecting_a_stimulus_updates_brain_and_captions(explorer_url, tmp_path)
     assert (tmp_path / "explorer.png").stat().st_size > 50_000
     assert not errors, errors
     print(f"screenshot: {tmp_path / 'explorer.png'}")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_models_run_as_jobs_from_the_page_with_a_progress_bar(explorer_url, tmp_path):
+    """A simulated captioner and the real MiniLM embedder run as backend jobs from the viewer."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+        page.goto(explorer_url)
+        page.wait_for_function("(+document.querySelector('#ctx-brain .ctx-brain')?.dataset.renders || 0) > 0", timeout=120_000)
+        page.locator("#ctx-runs").get_by_text("Run models").first.click()
+        page.locator("#ctx-captioner input").click()
+        page.get_by_role("option", name="Objects only (simulated) · simulated").click()
+        page.click("#ctx-caption-run")
+        page.wait_for_selector(".progress-level-inner", timeout=20_000)  # the job's progress bar
+        page.wait_for_function("document.querySelector('#ctx-job-status')?.innerText.includes('caption finished')", timeout=120_000)
+        caption_status = page.inner_text("#ctx-job-status")
+
+        page.click("#ctx-embed-run")  # MiniLM on the reference captions
+        page.wait_for_function(
+            "document.querySelector('#ctx-job-status')?.innerText.includes('embed-captions finished')", timeout=120_000
+        )
+        embed_status = page.inner_text("#ctx-job-status")
+
+        page.click("#ctx-generate-run")
+        page.wait_for_function("document.querySelectorAll('#ctx-reconstructions img').length >= 3", timeout=60_000)
+        page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
+        browser.close()
+
+    assert "sim-objects-only" in caption_status and "captioned: 1100" in caption_status
+    assert "all-MiniLM-L6-v2" in embed_status and "dim: 384" in embed_status
