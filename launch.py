@@ -4,6 +4,7 @@
     python launch.py --dataset ID --port N --host H --backend-url URL
     python launch.py datasets                # what is available, with sizes
     python launch.py models list|pull ID|add|remove ID   # which weights are present; fetch them
+    python launch.py import nsd|algonauts|allen|folder --root PATH [--id ID] [--FORMAT-OPTION VALUE ...]
 """
 
 from __future__ import annotations
@@ -48,12 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--id", help="id to use (default: the hub id or local/<folder>)")
     add.add_argument("--label", help="name shown in the viewer")
     models.add_parser("remove", help="forget a model added with `models add`").add_argument("id")
-    args = parser.parse_args(argv)
+    importing = commands.add_parser(
+        "import",
+        help="convert NSD / Algonauts / Allen / a folder into a dataset (resumable)",
+        description="Format options (--name value) are listed in backend/data/importers/__init__.py.",
+    )
+    importing.add_argument("kind", choices=("nsd", "algonauts", "allen", "folder"))
+    importing.add_argument("--root", required=True, help="where the downloaded files are")
+    importing.add_argument("--id", help="dataset id (default: derived from the source)")
+    importing.add_argument("--overwrite", action="store_true", help="replace an existing dataset with that id")
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "import":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
     if args.command == "datasets":
         return list_datasets()
     if args.command == "models":
         return models_command(args)
+    if args.command == "import":
+        return import_command(args, extra)
     return explore(args)
 
 
@@ -100,6 +114,30 @@ def models_command(args: argparse.Namespace) -> int:
     except (KeyError, ValueError, weights.ModelUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def import_command(args: argparse.Namespace, flags: list[str]) -> int:
+    from backend.data.importers import IMPORTERS, parse_options
+    from backend.data.schema import DatasetError
+
+    started = time.perf_counter()
+    last = [""]
+
+    def progress(stage: str, fraction: float) -> None:
+        line = f"[import] {100 * fraction:5.1f}%  {stage}"
+        if line != last[0]:
+            print(line, flush=True)
+            last[0] = line
+
+    try:
+        options = parse_options(args.kind, flags)
+        folder = IMPORTERS[args.kind](args.root, dataset_id=args.id, progress=progress, overwrite=args.overwrite, **options)
+    except (DatasetError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"[import] done in {time.perf_counter() - started:.1f} s: {folder}")
+    print(f"[import] open it with: python launch.py --dataset {folder.name}")
     return 0
 
 

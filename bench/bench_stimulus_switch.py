@@ -71,7 +71,7 @@ def in_process(switches: int) -> None:
         space = explorer.unit_space(dataset_id)
         t0 = time.perf_counter()
         if space["kind"] == "surface":
-            static = brain.static_payload(explorer.geometry(space["mesh"]), space["vertices"], space["roi_labels"], space["roi_names"])
+            static = explorer.surface_static(brain, dataset_id)
         else:
             static = mouse.static_payload(space)
         static_ms = 1000 * (time.perf_counter() - t0)

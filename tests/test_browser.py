@@ -141,3 +141,47 @@ def test_models_run_as_jobs_from_the_page_with_a_progress_bar(explorer_url, tmp_
 
     assert "sim-objects-only" in caption_status and "captioned: 1100" in caption_status
     assert "all-MiniLM-L6-v2" in embed_status and "dim: 384" in embed_status
+
+
+@pytest.fixture(scope="module")
+def imported_datasets(tmp_path_factory) -> dict[str, str]:
+    """Miniature NSD, Algonauts and Allen downloads imported into the explorer's cache."""
+    from backend.data.importers import IMPORTERS
+    from tests.test_import_algonauts import write_algonauts, write_coco
+    from tests.test_import_allen import write_nwb
+    from tests.test_import_nsd import write_nsd
+
+    base = tmp_path_factory.mktemp("sources")
+    write_nsd(base / "nsd")
+    write_algonauts(base / "algonauts")
+    write_coco(base / "algonauts", shared={27, 64, 8})
+    (base / "allen").mkdir()
+    write_nwb(base / "allen" / "ophys_experiment_1.nwb", seed=1, area="VISp", depth="175 microns", genotype="Cux2-CreERT2/wt", n_cells=6, repeats=3)
+    write_nwb(base / "allen" / "ophys_experiment_2.nwb", seed=2, area="VISl", depth="375 microns", genotype="Rbp4-Cre_KL100/wt", n_cells=4, repeats=3)
+    kinds = {"nsd": {"mesh": "fsaverage3"}, "algonauts": {}, "allen": {}}
+    return {kind: IMPORTERS[kind](base / kind, dataset_id=f"browser-{kind}", **options).name for kind, options in kinds.items()}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "panel"), [("nsd", "#ctx-brain .ctx-brain"), ("algonauts", "#ctx-brain .ctx-brain"), ("allen", "#ctx-mouse .ctx-mouse")])
+def test_imported_datasets_open_in_the_viewer(explorer_url, imported_datasets, kind, panel, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    dataset_id = imported_datasets[kind]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(explorer_url)
+        page.wait_for_function("(+document.querySelector('#ctx-brain .ctx-brain')?.dataset.renders || 0) > 0", timeout=120_000)
+        page.locator("#ctx-dataset input").click()
+        page.get_by_role("option", name=f"[{dataset_id}]").click()
+        page.wait_for_function(f"document.querySelector('#ctx-dataset-info')?.innerText.length > 0 && document.querySelector('#ctx-stimulus-title')?.innerText.includes('#0')", timeout=60_000)
+        page.wait_for_function(f"(+document.querySelector('{panel}')?.dataset.renders || 0) > 0", timeout=60_000)
+        page.wait_for_function("document.querySelectorAll('#ctx-gallery img').length > 0", timeout=60_000)
+        info = page.inner_text("#ctx-dataset-info")
+        page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
+        browser.close()
+    assert "stimuli" in info and not errors, errors

@@ -101,3 +101,29 @@ def test_viewer_uses_a_backend_that_is_already_running(backend_url):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
     assert "backend ready at " + backend_url in process.stdout.read()
+
+
+def test_import_command_writes_a_listed_dataset_and_explains_errors(tmp_path):
+    from tests.test_import_nsd import write_nsd
+
+    source = tmp_path / "nsd"
+    write_nsd(source)
+    done = subprocess.run(
+        [sys.executable, "launch.py", "import", "nsd", "--root", str(source), "--id", "mini-nsd", "--mesh", "fsaverage3", "--sessions", "1-2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[import] done" in done.stdout and "--dataset mini-nsd" in done.stdout
+    listed = subprocess.run([sys.executable, "launch.py", "datasets"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    assert any(line.startswith("mini-nsd") and "surface" in line for line in listed.splitlines())
+
+    again = subprocess.run(
+        [sys.executable, "launch.py", "import", "nsd", "--root", str(source), "--id", "mini-nsd", "--mesh", "fsaverage3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 1 and "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    bad = subprocess.run(
+        [sys.executable, "launch.py", "import", "nsd", "--root", str(source), "--colour", "blue"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 1 and "colour" in bad.stderr

@@ -60,16 +60,27 @@ class Explorer:
     def unit_space(self, dataset_id: str) -> dict:
         return self.client.unit_space(dataset_id)
 
-    @functools.lru_cache(maxsize=2)
-    def geometry(self, mesh: str) -> dict:
-        return self.client.surface_geometry("fsaverage5" if mesh.startswith("fsaverage") else mesh)
+    @functools.lru_cache(maxsize=1)
+    def geometry(self) -> dict:
+        """The display mesh: every fsaverage dataset is shown on fsaverage5."""
+        return self.client.surface_geometry("fsaverage5")
+
+    def surface_static(self, panel: BrainPanel, dataset_id: str):
+        """The panel's geometry update for a surface dataset: only units fsaverage5 can show."""
+        space = self.unit_space(dataset_id)
+        shown = space["display_vertices"] >= 0
+        return panel.static_payload(self.geometry(), space["display_vertices"][shown], space["roi_labels"][shown], space["roi_names"])
+
+    def shown_values(self, dataset_id: str, values: np.ndarray) -> np.ndarray:
+        """Per-unit values restricted to the units the display mesh has (all, for fsaverage5)."""
+        space = self.unit_space(dataset_id)
+        return values if space["kind"] != "surface" else values[space["display_vertices"] >= 0]
 
     def warm(self, dataset_id: str) -> None:
         """Rasterise the dataset's surface views ahead of the first visitor (seconds, once)."""
         try:
-            space = self.unit_space(dataset_id)
-            if space["kind"] == "surface" and self.brain is not None:
-                self.brain.static_payload(self.geometry(space["mesh"]), space["vertices"], space["roi_labels"], space["roi_names"])
+            if self.unit_space(dataset_id)["kind"] == "surface" and self.brain is not None:
+                self.surface_static(self.brain, dataset_id)
         except BackendError as err:
             print(f"[viewer] could not prepare {dataset_id}: {err}")
 
@@ -112,16 +123,18 @@ class Explorer:
         """
         item = self.client.stimulus(ds, index)
         image = _png_to_pil(self.client.stimulus_image(ds, index, size=STIMULUS_PX))
-        values = self.client.responses(ds, index)
+        values = self.shown_values(ds, self.client.responses(ds, index))
         caption_table = self.captions_html(ds, index)
         kind = kind or self.unit_space(ds)["kind"]
         title = f"stimulus #{index} ({item['split']})"
+        # The demo world's responses are in units of its noise sd; real data keep their own units.
+        unit = "response (noise sd)" if self.detail(ds)["simulated"] else "response"
         if kind == "surface":
-            brain_update = self.brain.values_update(values, title, static=static, cbar_label="response (noise sd)")
+            brain_update = self.brain.values_update(values, title, static=static, cbar_label=unit)
             mouse_update = gr.update()
         else:
             brain_update = gr.update()
-            mouse_update = self.mouse.values_update(values, title, static=static, cbar_label="response (noise sd)")
+            mouse_update = self.mouse.values_update(values, title, static=static, cbar_label=unit)
         split = "test (mean of repeats)" if item["split"] == "test" else item["split"]
         heading = f"### Stimulus #{index} · `{item['id']}` · {split}"
         recon = reconstruction_items(self.client, ds, index, generator)
@@ -218,9 +231,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         def static_updates(ds: str, panels_surface: BrainPanel, panels_neurons: MousePanel):
             space = explorer.unit_space(ds)
             if space["kind"] == "surface":
-                geometry = explorer.geometry(space["mesh"])
-                static = panels_surface.static_payload(geometry, space["vertices"], space["roi_labels"], space["roi_names"])
-                return "surface", static
+                return "surface", explorer.surface_static(panels_surface, ds)
             return "neurons", panels_neurons.static_payload(space)
 
         explorer.brain, explorer.mouse = brain, mouse
@@ -243,6 +254,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             return (
+                gr.update(choices=explorer.dataset_choices(), value=ds),
                 ds,
                 info,
                 items,
@@ -258,6 +270,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             )
 
         dataset_outputs = [
+            dataset_box,
             dataset_state,
             dataset_info,
             gallery,
@@ -303,7 +316,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                 return "", gr.update(), gr.update(), gr.update(), gr.update()
             try:
                 kind, static = static_updates(ds, truth_brain, truth_mouse)
-                values = client.truth_map(ds, name).astype(np.float32)
+                values = explorer.shown_values(ds, client.truth_map(ds, name).astype(np.float32))
                 description = explorer.detail(ds)["truth"].get(name, "")
             except BackendError as err:
                 raise gr.Error(str(err)) from None

@@ -99,7 +99,7 @@ class ModelRuns:
             label="Reconstructions: images generated from each caption (stimulus first)",
             columns=6,
             height=230,
-            allow_preview=True,
+            allow_preview=False,
             object_fit="contain",
             elem_id="ctx-reconstructions",
         )

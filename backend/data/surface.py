@@ -78,3 +78,21 @@ def smooth(values: np.ndarray, operator: sp.csr_matrix, steps: int) -> np.ndarra
     for _ in range(steps):
         out = operator @ out
     return np.asarray(out, dtype=np.float32)
+
+
+def display_vertices(mesh: str, vertices: np.ndarray | None) -> np.ndarray:
+    """int64 [n_units]: each unit's vertex on the fsaverage5 display mesh (lh then rh), -1 if none.
+
+    mesh: the data's fsaverage mesh; vertices: the units' indices into its lh+rh vertices, or
+    None for all of them. Every fsaverage mesh's vertices are the first vertices of each finer
+    one, so a coarser mesh's vertex j is fsaverage5's vertex j, and a finer mesh's vertex j is
+    displayable exactly when j < 10,242.
+    """
+    from backend.data.schema import SURFACE_MESHES
+
+    per_hemi = SURFACE_MESHES[mesh]
+    shown = SURFACE_MESHES[DISPLAY_MESH]
+    index = np.arange(2 * per_hemi, dtype=np.int64) if vertices is None else np.asarray(vertices, np.int64)
+    right = index >= per_hemi
+    local = index - right * per_hemi
+    return np.where(local < shown, local + right * shown, -1).astype(np.int64)

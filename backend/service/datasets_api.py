@@ -14,7 +14,7 @@ from fastapi.responses import Response
 import backend
 from backend.data import catalog
 from backend.data.schema import Dataset, DatasetError, NeuronSpace
-from backend.data.surface import load_hemispheres
+from backend.data.surface import display_vertices, load_hemispheres
 from backend.service.state import Services, services, stimulus_row
 from backend.service.wire import array_headers, encode_array
 
@@ -108,7 +108,11 @@ def unit_space(dataset_id: str, s: Services = Depends(services)) -> dict:
                 name: encode_array(getattr(space, name)) for name in ("area", "x", "y", "depth", "cell_type")
             },
         }
-    arrays = {"roi_labels": encode_array(space.roi_labels)}
+    arrays = {
+        "roi_labels": encode_array(space.roi_labels),
+        # where each unit lies on the fsaverage5 display mesh (-1: not shown there)
+        "display_vertices": encode_array(display_vertices(space.mesh, space.vertices)),
+    }
     if space.vertices is not None:
         arrays["vertices"] = encode_array(space.vertices)
     return {"kind": "surface", "mesh": space.mesh, "roi_names": list(space.roi_names), "arrays": arrays}
