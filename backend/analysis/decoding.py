@@ -1,0 +1,57 @@
+"""Decoding text from the brain: nearest-neighbour retrieval of captions and identification.
+
+A decoder (a ridge from responses to the embedding space, :mod:`backend.analysis.ridge`) predicts
+an embedding per stimulus; these functions turn predictions into captions (the closest entries
+of a caption corpus) and into identification scores among the candidate stimuli.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 [m, k]: cosine similarity between rows of ``a`` [m, d] and ``b`` [k, d]."""
+    return _unit_rows(a) @ _unit_rows(b).T
+
+
+def retrieve(predicted: np.ndarray, corpus: np.ndarray, top: int = 1, exclude: np.ndarray | None = None) -> np.ndarray:
+    """int64 [m, top]: indices of the ``top`` corpus rows closest (cosine) to each prediction.
+
+    exclude: optional int [m] corpus index to leave out for each prediction (its own caption when
+    the corpus holds the dataset's captions), or -1 for none.
+    """
+    sims = cosine_similarity(predicted, corpus)
+    if exclude is not None:
+        rows = np.flatnonzero(np.asarray(exclude) >= 0)
+        sims[rows, np.asarray(exclude)[rows]] = -np.inf
+    top = min(top, sims.shape[1])
+    best = np.argpartition(-sims, top - 1, axis=1)[:, :top]
+    order = np.take_along_axis(-sims, best, axis=1).argsort(axis=1, kind="stable")
+    return np.take_along_axis(best, order, axis=1).astype(np.int64)
+
+
+def identification(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """How well predictions single out their own stimulus among all m candidates.
+
+    predicted, true: [m, d], row i of each belongs to stimulus i. Similarity is cosine.
+    top1:    fraction of predictions most similar to their own target (chance 1/m)
+    two_way: fraction of (i, j != i) pairs where prediction i is more similar to target i than to
+             target j (chance 0.5)
+    rank:    mean rank of the own target, 1 = best (chance (m + 1) / 2)
+    """
+    sims = cosine_similarity(predicted, true)
+    own = np.diag(sims)
+    m = len(own)
+    beats = (own[:, None] > sims).sum(axis=1)  # other targets the own target beats
+    return {
+        "top1": float(np.mean(sims.argmax(axis=1) == np.arange(m))),
+        "two_way": float(beats.sum() / (m * (m - 1))) if m > 1 else float("nan"),
+        "rank": float(np.mean(m - beats)),
+    }

@@ -1,0 +1,57 @@
+"""RSA and decoding helpers against direct computations (scipy, numpy) and planted structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import spearmanr
+
+from backend.analysis.decoding import identification, retrieve
+from backend.analysis.rsa import compare_rdms, rdm, rsa_over_subsets, upper
+
+
+def test_rdm_matches_scipy_correlation_distance():
+    x = np.random.default_rng(0).normal(size=(12, 30))
+    np.testing.assert_allclose(rdm(x), squareform(pdist(x, "correlation")), atol=1e-12)
+
+
+def test_compare_rdms_is_spearman_of_upper_triangles():
+    rng = np.random.default_rng(1)
+    a, b = rdm(rng.normal(size=(15, 8))), rdm(rng.normal(size=(15, 8)))
+    assert compare_rdms(a, b) == pytest.approx(spearmanr(upper(a), upper(b)).statistic, abs=1e-12)
+    assert compare_rdms(a, a) == pytest.approx(1.0)
+
+
+def test_rsa_ranks_a_planted_model_above_an_unrelated_one():
+    rng = np.random.default_rng(2)
+    latent = rng.normal(size=(200, 10))
+    brain = latent @ rng.normal(size=(10, 300)) + 0.5 * rng.normal(size=(200, 300))
+    models = {"related": latent @ rng.normal(size=(10, 64)), "unrelated": rng.normal(size=(200, 64))}
+    scores = rsa_over_subsets(brain, models, n_subsets=10, subset_size=60)
+    assert scores["related"].shape == (10,)
+    assert scores["related"].mean() > 0.5 > abs(scores["unrelated"].mean()) + 0.3
+    assert scores["related"].std() > 0, "subsets give a spread"
+    again = rsa_over_subsets(brain, models, n_subsets=10, subset_size=60)
+    np.testing.assert_array_equal(again["related"], scores["related"])
+
+
+def test_retrieve_finds_nearest_by_cosine_and_can_exclude_self():
+    corpus = np.eye(5)
+    predicted = np.array([[0.9, 0.1, 0, 0, 0], [0, 0, 0.2, 1.0, 0]])
+    np.testing.assert_array_equal(retrieve(predicted, corpus, top=2), [[0, 1], [3, 2]])
+    np.testing.assert_array_equal(retrieve(predicted, corpus, top=1, exclude=np.array([0, -1])), [[1], [3]])
+
+
+def test_identification_perfect_random_and_brute_force():
+    rng = np.random.default_rng(3)
+    true = rng.normal(size=(40, 16))
+    perfect = identification(true, true)
+    assert perfect == {"top1": 1.0, "two_way": 1.0, "rank": 1.0}
+    noisy = true + rng.normal(size=true.shape) * 3
+    result = identification(noisy, true)
+    sims = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)) @ (true / np.linalg.norm(true, axis=1, keepdims=True)).T
+    wins = [sims[i, i] > sims[i, j] for i in range(40) for j in range(40) if i != j]
+    assert result["two_way"] == pytest.approx(np.mean(wins))
+    chance = identification(rng.normal(size=(200, 16)), rng.normal(size=(200, 16)))
+    assert abs(chance["two_way"] - 0.5) < 0.05 and chance["top1"] < 0.05
