@@ -13,7 +13,7 @@ case "$command" in
     ;;
   test)
     bash scripts/env.sh
-    bash scripts/browser.sh
+    bash scripts/system_deps.sh
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)
