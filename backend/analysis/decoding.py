@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from backend.analysis.image_metrics import top1_identification, two_way_identification
+
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
@@ -47,11 +49,9 @@ def identification(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
     rank:    mean rank of the own target, 1 = best (chance (m + 1) / 2)
     """
     sims = cosine_similarity(predicted, true)
-    own = np.diag(sims)
-    m = len(own)
-    beats = (own[:, None] > sims).sum(axis=1)  # other targets the own target beats
+    beats = (np.diag(sims)[:, None] > sims).sum(axis=1)  # other targets the own target beats
     return {
-        "top1": float(np.mean(sims.argmax(axis=1) == np.arange(m))),
-        "two_way": float(beats.sum() / (m * (m - 1))) if m > 1 else float("nan"),
-        "rank": float(np.mean(m - beats)),
+        "top1": top1_identification(predicted, true, metric="cosine"),
+        "two_way": two_way_identification(predicted, true, metric="cosine"),
+        "rank": float(np.mean(len(sims) - beats)),
     }
