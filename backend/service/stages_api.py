@@ -20,11 +20,12 @@ from backend.models.weights import ModelUnavailable, require_weights
 from backend.service.jobs import Job, JobCancelled
 from backend.service.state import Services, services, stimulus_row
 from backend.stages import captions as caption_stage
+from backend.stages.captions import REFERENCE, caption_sources
+from backend.stages.captions import source_captions as _source_captions
 from backend.stages.embeddings import embed_images_cached, embed_texts_cached
 from backend.stages.images import generate_cached, image_keys
 
 router = APIRouter()
-REFERENCE = "reference"
 MAX_GENERATE = 2000
 
 
@@ -65,23 +66,10 @@ def _model(model_id: str, kind: str):
 
 
 def source_captions(s: Services, ds: Dataset, source: str) -> list[str | None]:
-    """Captions of every stimulus from ``source``: the reference, captions shipped with the
-    dataset, or a captioner's cached run (None where it has not captioned yet)."""
-    if source == REFERENCE:
-        return list(ds.stimuli.captions)
-    if source in ds.captions:
-        return list(ds.captions[source])
-    runs = [r for r in s.store.runs(ds.id, caption_stage.STAGE) if r["model"] == source]
-    if not runs:
-        raise HTTPException(422, f"{source!r} has not captioned dataset {ds.id!r} yet; run a caption job first")
-    return caption_stage.cached_captions(ds, source, s.store, runs[-1]["params"])
-
-
-def caption_sources(s: Services, ds: Dataset) -> list[str]:
-    """Every caption source of a dataset: reference, shipped captioners, then captioner runs."""
-    names = [REFERENCE, *ds.captions]
-    names += [r["model"] for r in s.store.runs(ds.id, caption_stage.STAGE) if r["model"] not in names]
-    return names
+    try:
+        return _source_captions(ds, source, s.store)
+    except LookupError as err:
+        raise HTTPException(422, str(err.args[0])) from None
 
 
 def _run(job: Job, work) -> dict:
@@ -205,7 +193,7 @@ def stimulus_captions(dataset_id: str, index: int, s: Services = Depends(service
     ds = s.dataset(dataset_id)
     i = stimulus_row(ds, index)
     captions = {}
-    for source in caption_sources(s, ds):
+    for source in caption_sources(ds, s.store):
         try:
             captions[source] = source_captions(s, ds, source)[i]
         except ModelUnavailable:  # weights removed since the run: its cache keys cannot be made
@@ -217,7 +205,7 @@ def stimulus_captions(dataset_id: str, index: int, s: Services = Depends(service
 def captioners(dataset_id: str, s: Services = Depends(services)) -> list[dict]:
     ds = s.dataset(dataset_id)
     out = []
-    for source in caption_sources(s, ds):
+    for source in caption_sources(ds, s.store):
         if source == REFERENCE:
             out.append({"id": REFERENCE, "label": "Reference caption", "simulated": False})
             continue
@@ -241,7 +229,7 @@ def reconstructions(
     i = stimulus_row(ds, index)
     spec = _model(model, "text_to_image")
     out = []
-    for source in caption_sources(s, ds):
+    for source in caption_sources(ds, s.store):
         text = source_captions(s, ds, source)[i]
         if not text:
             continue

@@ -12,6 +12,7 @@ from backend.models.weights import fingerprint
 from backend.stages.inputs import image_hashes, load_images
 
 STAGE = "caption"
+REFERENCE = "reference"
 #: Images per store write: a cancelled job keeps everything finished before it.
 CHUNK = 32
 
@@ -102,3 +103,27 @@ def caption_dataset(
 def _report(report: Report | None, done: int, total: int, message: str) -> None:
     if report:
         report(done, total, message)
+
+
+def caption_sources(ds: Dataset, store: Store) -> list[str]:
+    """Every caption source of a dataset: the reference, captions shipped with it, then the
+    captioners that have run on it (oldest first)."""
+    names = [REFERENCE, *ds.captions]
+    names += [r["model"] for r in store.runs(ds.id, STAGE) if r["model"] not in names]
+    return names
+
+
+def source_captions(ds: Dataset, source: str, store: Store) -> list[str | None]:
+    """Captions of every stimulus from ``source`` (None where a captioner has not reached it).
+
+    LookupError (one line) when the source is neither the reference, shipped, nor a captioner
+    that has run on this dataset.
+    """
+    if source == REFERENCE:
+        return list(ds.stimuli.captions)
+    if source in ds.captions:
+        return list(ds.captions[source])
+    runs = [r for r in store.runs(ds.id, STAGE) if r["model"] == source]
+    if not runs:
+        raise LookupError(f"{source!r} has not captioned dataset {ds.id!r} yet; run a caption job first")
+    return cached_captions(ds, source, store, runs[-1]["params"])
