@@ -5,6 +5,7 @@
     python launch.py datasets                # what is available, with sizes
     python launch.py models list|pull ID|add|remove ID   # which weights are present; fetch them
     python launch.py import nsd|algonauts|allen|folder --root PATH [--id ID] [--FORMAT-OPTION VALUE ...]
+    python launch.py analyze --dataset ID --captioner ID --embedder ID --out report.json
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 #: Whether the user asked for offline mode themselves; `models pull` goes online otherwise.
 _USER_SET_OFFLINE = "HF_HUB_OFFLINE" in os.environ
@@ -58,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     importing.add_argument("--root", required=True, help="where the downloaded files are")
     importing.add_argument("--id", help="dataset id (default: derived from the source)")
     importing.add_argument("--overwrite", action="store_true", help="replace an existing dataset with that id")
+    analyzing = commands.add_parser("analyze", help="run the whole pipeline headless and write every score as JSON")
+    analyzing.add_argument("--dataset", dest="analyze_dataset", default="demo-human", help="dataset id or folder")
+    analyzing.add_argument("--captioner", default="reference", help='captioner id, or "reference" for the dataset\'s own captions')
+    analyzing.add_argument("--embedder", default="sentence-transformers/all-MiniLM-L6-v2", help="text embedder id")
+    analyzing.add_argument("--text-to-image", default="sim-scene-renderer", help="model for reconstructions from decoded captions")
+    analyzing.add_argument("--out", required=True, help="where to write the JSON report")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "import":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -68,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return models_command(args)
     if args.command == "import":
         return import_command(args, extra)
+    if args.command == "analyze":
+        return analyze_command(args)
     return explore(args)
 
 
@@ -138,6 +148,30 @@ def import_command(args: argparse.Namespace, flags: list[str]) -> int:
         return 1
     print(f"[import] done in {time.perf_counter() - started:.1f} s: {folder}")
     print(f"[import] open it with: python launch.py --dataset {folder.name}")
+    return 0
+
+
+def analyze_command(args: argparse.Namespace) -> int:
+    import json
+
+    from backend.cache import Store, write_bytes_atomic
+    from backend.data.catalog import open_dataset
+    from backend.models.pool import ModelPool
+    from backend.stages.report import analyze
+
+    started = time.perf_counter()
+
+    def progress(stage: str, fraction: float) -> None:
+        print(f"[analyze] {100 * fraction:5.1f}%  {stage} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+    try:
+        ds = open_dataset(args.analyze_dataset)
+        report = analyze(ds, args.captioner, args.embedder, store=Store(), pool=ModelPool(), text_to_image=args.text_to_image, progress=progress)
+    except (KeyError, LookupError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    write_bytes_atomic(Path(args.out), json.dumps(report, indent=2).encode())
+    print(f"[analyze] wrote {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -6,11 +6,13 @@ Best first:
     sim-one-object    only the largest object (first if tied)    "a dog"
     sim-noisy-words   the reference with each content slot (object name, size, relation,
                       background) swapped for another word of the same kind with probability
-                      ``rate`` (0.5): fluent, parseable, and wrong about about half of the scene
+                      ``rate`` (0.7): fluent, parseable, and wrong about most of the scene
 
 The first three say only true things and say less and less; the noisy one says as much as the
-reference but half of it is false, including about half of the object names, which is what the
-simulated brain's category-selective regions respond to. Outputs depend only on the captioner,
+reference but most of it is false, including most object names, which is what the simulated
+brain's category-selective regions respond to. The rate is set so the planted order holds for
+encoding accuracy too: with MiniLM on the default world, mean test r over the planted regions is
+0.60 / 0.38 / 0.22 / 0.16 down this list (at rate 0.5 the noisy captioner, 0.28, beat one-object). Outputs depend only on the captioner,
 the scene and the seed.
 """
 
@@ -28,7 +30,7 @@ from backend.data.demo.scenes import (
 )
 
 #: Default probability that sim-noisy-words replaces each content slot.
-NOISY_WORD_RATE = 0.5
+NOISY_WORD_RATE = 0.7
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""The whole pipeline for one (dataset, captioner, embedder), headless: every score as JSON.
+
+Steps: the captioner's captions (cached) -> their embeddings -> the encoding model (per-unit r,
+fraction of the noise ceiling, summarised per region or area) -> a decoder from responses to the
+embedding -> captions retrieved from the training captions for each test stimulus -> caption
+metrics against the references -> images generated from the decoded captions -> image metrics
+against the stimuli. On the demo world the planted truth is compared with what was recovered.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from backend.analysis.caption_metrics import bleu, cider, meteor, rouge_l
+from backend.analysis.decoding import identification, retrieve
+from backend.analysis.image_metrics import pixcorr, ssim
+from backend.analysis.ridge import fit_ridge_cv
+from backend.cache import Store
+from backend.data.schema import Dataset, NeuronSpace
+from backend.stages.captions import REFERENCE, caption_dataset, source_captions
+from backend.stages.embeddings import embed_texts_cached
+from backend.stages.encoding import fit_encoding, region_summary
+from backend.stages.images import generate_cached
+from backend.stages.inputs import load_images
+
+Progress = Callable[[str, float], None]
+IMAGE_SIZE = 256
+
+
+def analyze(
+    ds: Dataset,
+    captioner: str,
+    embedder: str,
+    *,
+    store: Store,
+    pool,
+    text_to_image: str = "sim-scene-renderer",
+    progress: Progress | None = None,
+) -> dict:
+    """Every score the explorer's panels show, for one dataset / captioner / embedder."""
+    say = progress or (lambda stage, fraction: None)
+    report: dict = {"dataset": ds.id, "captioner": captioner, "embedder": embedder, "text_to_image": text_to_image}
+
+    say("captioning", 0.0)
+    if captioner != REFERENCE and captioner not in ds.captions:
+        caption_dataset(ds, captioner, store=store, pool=pool)
+    captions = source_captions(ds, captioner, store)
+
+    say("encoding model", 0.2)
+    encoding = fit_encoding(ds, captioner, embedder, store=store, pool=pool)
+    labels, names = _regions(ds)
+    report["encoding"] = {
+        "mean_r": float(np.nanmean(encoding.r)),
+        "r_by_region": region_summary(encoding.r, labels, names),
+        "fraction_of_ceiling_by_region": region_summary(encoding.fraction_of_ceiling, labels, names)
+        if ds.noise_ceiling is not None
+        else None,
+        "noise_ceiling_by_region": region_summary(np.asarray(ds.noise_ceiling), labels, names) if ds.noise_ceiling is not None else None,
+    }
+
+    say("decoding", 0.5)
+    train, test = ds.stimuli.indices("train"), ds.stimuli.indices("test")
+    embeddings = embed_texts_cached(captions, embedder, store=store, pool=pool)
+    decoder = fit_ridge_cv(np.asarray(ds.responses[train], np.float32), embeddings[train])
+    decoded = decoder.predict(np.asarray(ds.responses[test], np.float32))
+    report["decoding"] = identification(decoded, embeddings[test])
+
+    say("decoded captions", 0.65)
+    references = [ds.stimuli.captions[i] or "" for i in test]
+    corpus = [captions[i] for i in train]
+    decoded_captions = [corpus[j] for j in retrieve(decoded, embeddings[train], top=1)[:, 0]]
+    refs = [[r] for r in references]
+    bleu_scores = bleu(decoded_captions, refs)
+    report["decoded_captions"] = {
+        **{f"bleu{n + 1}": float(b) for n, b in enumerate(bleu_scores)},
+        "meteor_exact": float(meteor(decoded_captions, refs)),
+        "rouge_l": float(rouge_l(decoded_captions, refs)),
+        "cider": float(cider(decoded_captions, refs)),
+        "examples": [{"stimulus": int(i), "reference": r, "decoded": d} for i, r, d in list(zip(test, references, decoded_captions))[:5]],
+    }
+    if captioner != REFERENCE:
+        own = [captions[i] for i in test]
+        report["captioner_vs_reference"] = {
+            "bleu4": float(bleu(own, refs)[3]),
+            "cider": float(cider(own, refs)),
+            "rouge_l": float(rouge_l(own, refs)),
+        }
+
+    say("reconstructions", 0.8)
+    keys = generate_cached(decoded_captions, text_to_image, store=store, pool=pool)
+    generated = np.stack([_decode_png(store.get(k)[1]) for k in keys])
+    stimuli = np.stack([np.asarray(im.resize((IMAGE_SIZE, IMAGE_SIZE))) for im in load_images(ds, test)])
+    report["reconstructions"] = {
+        "pixcorr": float(np.mean(pixcorr(generated, stimuli, size=IMAGE_SIZE))),
+        "ssim": float(np.mean(ssim(generated, stimuli, size=IMAGE_SIZE))),
+    }
+
+    if ds.truth:
+        report["truth_recovery"] = _truth_recovery(ds, encoding.r, labels, names)
+    say("done", 1.0)
+    return report
+
+
+def _regions(ds: Dataset) -> tuple[np.ndarray, tuple[str, ...]]:
+    if isinstance(ds.space, NeuronSpace):
+        return ds.space.area.astype(np.int64) + 1, ("none", *ds.space.areas)
+    return ds.space.roi_labels, ds.space.roi_names
+
+
+def _truth_recovery(ds: Dataset, r: np.ndarray, labels: np.ndarray, names) -> dict:
+    """How the recovered encoding map compares with the planted best achievable r."""
+    planted = ds.truth_map("expected_test_r")
+    out = {}
+    signal = planted > 0
+    if signal.sum() > 2:
+        out["r_vs_planted_all_signal_units"] = float(np.corrcoef(r[signal], planted[signal])[0, 1])
+    if "caption" in names:
+        region = labels == list(names).index("caption")
+        out["r_vs_planted_caption_region"] = float(np.corrcoef(r[region], planted[region])[0, 1])
+    out["mean_r_outside_signal"] = float(np.mean(r[~signal])) if (~signal).any() else None
+    return out
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE)))

@@ -1,0 +1,44 @@
+"""`launch.py analyze`: the whole pipeline headless, every score in the JSON report."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_analyze_writes_every_score(small_world, tmp_path):
+    out = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "launch.py", "analyze", "--dataset", "demo-human", "--captioner", "sim-objects-only", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[analyze] 100.0%  done" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["captioner"] == "sim-objects-only"
+    regions = report["encoding"]["r_by_region"]
+    assert set(regions) == {"EVC", "animate", "food", "place", "caption"}
+    assert set(report["encoding"]["fraction_of_ceiling_by_region"]) == set(regions)
+    assert 0.5 <= report["decoding"]["two_way"] <= 1
+    for key in ("bleu1", "bleu4", "meteor_exact", "rouge_l", "cider"):
+        assert math.isfinite(report["decoded_captions"][key])
+    assert 0 <= report["captioner_vs_reference"]["bleu4"] <= 1
+    assert -1 <= report["reconstructions"]["pixcorr"] <= 1 and -1 <= report["reconstructions"]["ssim"] <= 1
+    assert "r_vs_planted_caption_region" in report["truth_recovery"]
+
+
+def test_analyze_explains_a_bad_captioner_in_one_line(small_world, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "launch.py", "analyze", "--captioner", "no/such-captioner", "--out", str(tmp_path / "r.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1 and "unknown model 'no/such-captioner'" in done.stderr
+    assert not (tmp_path / "r.json").exists()
