@@ -140,3 +140,22 @@ def test_generate_reconstructions_with_the_scene_renderer(client, human):
     expected = scenes.render(scenes.interpret(human.stimuli.captions[rows[0]]), 256, jitter=0)  # seed 0
     np.testing.assert_array_equal(image, expected)
     assert not items.get("sim-noisy-words", {"present": False})["present"], "only the asked sources were generated"
+
+
+@pytest.mark.slow
+def test_encoding_job_and_its_maps(client, human):
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    with pytest.raises(BackendError) as missing:
+        client.encoding_map("demo-human", "sim-one-object", model)
+    assert missing.value.status == 404 and "fit one first" in str(missing.value)
+    job = wait_job(client, client.encode("demo-human", "sim-one-object", model))
+    assert job["state"] == "done" and set(job["result"]["r_by_region"]) == {"EVC", "animate", "food", "place", "caption"}
+    r = client.encoding_map("demo-human", "sim-one-object", model)
+    assert r.shape == (human.n_units,) and np.isfinite(r).all()
+    assert job["result"]["mean_r"] == pytest.approx(float(r.mean()), abs=1e-3)
+    fraction = client.encoding_map("demo-human", "sim-one-object", model, part="fraction_of_ceiling")
+    outside = human.space.roi_labels == 0  # no planted signal: a zero noise ceiling, so no fraction
+    assert np.isnan(fraction[outside]).all() and np.isfinite(fraction[~outside]).all()
+    with pytest.raises(BackendError) as bad:
+        client.encode("demo-human", "tiny/never-run", model)
+    assert bad.value.status == 422

@@ -19,6 +19,7 @@ import numpy as np
 
 from backend.service.client import BackendClient, BackendError
 from viewer.brain_panel import BrainPanel
+from viewer.encoding_tab import EncodingTab
 from viewer.model_runs import ModelRuns, reconstruction_items
 from viewer.mouse_panel import MousePanel
 
@@ -214,6 +215,9 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                     with gr.Group(visible=False) as mouse_group:
                         mouse = MousePanel(label="Neural responses on the dorsal visual areas", elem_id="ctx-mouse")
 
+        with gr.Tab("Encoding maps") as encoding_tab:
+            encoding = EncodingTab(explorer, SURFACE_VIEWS)
+
         with gr.Tab("Planted truth") as truth_tab:
             gr.Markdown(
                 "Simulated datasets carry the tuning they were generated with: analyses are checked against these maps."
@@ -240,6 +244,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             stimulus_state, stimulus_image, stimulus_title, captions, runs.reconstructions, *brain.outputs, *mouse.outputs
         ]
         runs.wire(dataset_state, stimulus_state, captions, explorer.captions_html)
+        encoding.wire(dataset_state, encoding_tab)
 
         def open_dataset(ds: str, generator: str | None):
             if not ds:

@@ -144,6 +144,14 @@ class BackendClient:
         body = {"dataset": dataset_id, "model": model, "sources": sources, "stimuli": stimuli, "seed": seed}
         return self._post("/api/jobs/generate-images", body)
 
+    def encode(self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2") -> dict:
+        """Start fitting the encoding model of ``source`` captions embedded by ``embedder``."""
+        return self._post("/api/jobs/encode", {"dataset": dataset_id, "source": source, "embedder": embedder})
+
+    def encoding_map(self, dataset_id: str, source: str, embedder: str, part: str = "r") -> np.ndarray:
+        """float32 [n_units]: a fitted encoding model's map (r, fraction_of_ceiling, alpha, cv_score)."""
+        return self._array(f"/api/datasets/{dataset_id}/encoding", source=source, embedder=embedder, part=part)
+
     def job(self, job_id: str) -> dict:
         """{id, kind, state (queued/running/done/failed/cancelled), done, total, fraction, message, error, result}"""
         return self._json(f"/api/jobs/{job_id}")

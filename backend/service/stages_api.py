@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -23,7 +25,9 @@ from backend.stages import captions as caption_stage
 from backend.stages.captions import REFERENCE, caption_sources
 from backend.stages.captions import source_captions as _source_captions
 from backend.stages.embeddings import embed_images_cached, embed_texts_cached
+from backend.stages.encoding import cached_encoding, fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached, image_keys
+from backend.service.wire import array_headers
 
 router = APIRouter()
 MAX_GENERATE = 2000
@@ -44,6 +48,12 @@ class EmbedCaptionsRequest(BaseModel):
 class EmbedImagesRequest(BaseModel):
     dataset: str
     model: str
+
+
+class EncodeRequest(BaseModel):
+    dataset: str
+    source: str = Field(REFERENCE, description='"reference" or the captioner whose captions to embed')
+    embedder: str = DEFAULTS["text_embedder"]
 
 
 class GenerateRequest(BaseModel):
@@ -162,6 +172,45 @@ def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> d
         return {"dataset": ds.id, "model": spec.id, "images": len(set(keys))}
 
     return s.jobs.submit("generate-images", request.model_dump(), work).as_dict()
+
+
+@router.post("/api/jobs/encode", summary="Fit the encoding model from a caption source's embeddings to every unit")
+def encode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    _model(request.embedder, "text_embedder")
+    texts = source_captions(s, ds, request.source)
+    if any(t is None for t in texts):
+        raise HTTPException(422, f"{request.source!r} has not captioned every stimulus yet; finish its caption job first")
+
+    def work(job: Job) -> dict:
+        result = _run(
+            job,
+            lambda: fit_encoding(ds, request.source, request.embedder, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)),
+        )
+        labels, names = unit_regions(ds)
+        by_region = {name: round(value, 3) for name, value in region_summary(result.r, labels, names).items()}
+        return {"dataset": ds.id, "mean_r": round(float(result.r.mean()), 3), "r_by_region": by_region}
+
+    return s.jobs.submit("encode", request.model_dump(), work).as_dict()
+
+
+@router.get("/api/datasets/{dataset_id}/encoding", summary="A fitted encoding model's per-unit map: float32 bytes", response_class=Response)
+def encoding_map(
+    dataset_id: str,
+    source: str = REFERENCE,
+    embedder: str = DEFAULTS["text_embedder"],
+    part: str = Query("r", pattern="^(r|fraction_of_ceiling|alpha|cv_score)$"),
+    s: Services = Depends(services),
+) -> Response:
+    ds = s.dataset(dataset_id)
+    try:
+        result = cached_encoding(ds, source, embedder, store=s.store)
+    except LookupError as err:
+        raise HTTPException(422, str(err.args[0])) from None
+    if result is None:
+        raise HTTPException(404, f"no encoding model of {source!r} captions embedded by {embedder} yet; fit one first")
+    values = np.asarray(getattr(result, part), dtype="<f4")
+    return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
 
 
 @router.get("/api/jobs", summary="Recent jobs, newest first")

@@ -18,7 +18,7 @@ import numpy as np
 from backend.analysis.ridge import DEFAULT_ALPHAS, fit_ridge_cv
 from backend.analysis.scores import fraction_of_ceiling, pearson_r
 from backend.cache import Store, array_from_npy, array_to_npy, entry_key
-from backend.data.schema import Dataset
+from backend.data.schema import Dataset, NeuronSpace
 from backend.stages.captions import source_captions
 from backend.stages.embeddings import embed_texts_cached
 
@@ -80,13 +80,11 @@ def fit_encoding(
     cancel: Callable[[], bool] | None = None,
 ) -> EncodingResult:
     """Fit (or read from the store) the encoding model of ``source`` captions embedded by ``embedder``."""
-    captions = source_captions(ds, source, store)
-    if any(c is None for c in captions):
-        raise LookupError(f"{source!r} has not captioned every stimulus of {ds.id!r} yet")
+    captions = _complete_captions(ds, source, store)
+    cached = cached_encoding(ds, source, embedder, store=store, method=method, alphas=alphas)
+    if cached is not None:
+        return cached
     keys = encoding_keys(ds, captions, embedder, method, alphas)
-    found = store.get_many(list(keys.values()))
-    if all(k in found for k in keys.values()):
-        return EncodingResult(**{part: array_from_npy(found[k][1]) for part, k in keys.items()})
 
     def step(done: int, total: int, message: str) -> None:
         if report:
@@ -116,6 +114,30 @@ def fit_encoding(
     store.put_many({keys[part]: ("npy", array_to_npy(getattr(result, part))) for part in PARTS})
     store.record_run(ds.id, STAGE, embedder, {"source": source, "method": method}, ds.n_units, ds.n_units)
     return result
+
+
+def cached_encoding(ds: Dataset, source: str, embedder: str, *, store: Store, method: str = "gcv", alphas=DEFAULT_ALPHAS) -> EncodingResult | None:
+    """The stored result for these inputs, or None if it was never fitted (never fits anything)."""
+    keys = encoding_keys(ds, _complete_captions(ds, source, store), embedder, method, alphas)
+    found = store.get_many(list(keys.values()))
+    if not all(k in found for k in keys.values()):
+        return None
+    return EncodingResult(**{part: array_from_npy(found[k][1]) for part, k in keys.items()})
+
+
+def _complete_captions(ds: Dataset, source: str, store: Store) -> list[str]:
+    captions = source_captions(ds, source, store)
+    if any(c is None for c in captions):
+        raise LookupError(f"{source!r} has not captioned every stimulus of {ds.id!r} yet")
+    return captions
+
+
+def unit_regions(ds: Dataset) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(labels [n_units], names): ROIs of a surface dataset, or areas of a neuron dataset (label
+    0 = no region)."""
+    if isinstance(ds.space, NeuronSpace):
+        return ds.space.area.astype(np.int64) + 1, ("none", *ds.space.areas)
+    return ds.space.roi_labels, ds.space.roi_names
 
 
 def region_summary(values: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:

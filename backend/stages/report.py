@@ -20,10 +20,10 @@ from backend.analysis.decoding import identification, retrieve
 from backend.analysis.image_metrics import pixcorr, ssim
 from backend.analysis.ridge import fit_ridge_cv
 from backend.cache import Store
-from backend.data.schema import Dataset, NeuronSpace
+from backend.data.schema import Dataset
 from backend.stages.captions import REFERENCE, caption_dataset, source_captions
 from backend.stages.embeddings import embed_texts_cached
-from backend.stages.encoding import fit_encoding, region_summary
+from backend.stages.encoding import fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached
 from backend.stages.inputs import load_images
 
@@ -52,7 +52,7 @@ def analyze(
 
     say("encoding model", 0.2)
     encoding = fit_encoding(ds, captioner, embedder, store=store, pool=pool)
-    labels, names = _regions(ds)
+    labels, names = unit_regions(ds)
     report["encoding"] = {
         "mean_r": float(np.nanmean(encoding.r)),
         "r_by_region": region_summary(encoding.r, labels, names),
@@ -103,12 +103,6 @@ def analyze(
         report["truth_recovery"] = _truth_recovery(ds, encoding.r, labels, names)
     say("done", 1.0)
     return report
-
-
-def _regions(ds: Dataset) -> tuple[np.ndarray, tuple[str, ...]]:
-    if isinstance(ds.space, NeuronSpace):
-        return ds.space.area.astype(np.int64) + 1, ("none", *ds.space.areas)
-    return ds.space.roi_labels, ds.space.roi_names
 
 
 def _truth_recovery(ds: Dataset, r: np.ndarray, labels: np.ndarray, names) -> dict:
