@@ -159,3 +159,21 @@ def test_encoding_job_and_its_maps(client, human):
     with pytest.raises(BackendError) as bad:
         client.encode("demo-human", "tiny/never-run", model)
     assert bad.value.status == 422
+
+
+@pytest.mark.slow
+def test_decode_job_gives_test_stimuli_a_caption_from_the_brain(client, human):
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    test_row = int(human.stimuli.indices("test")[0])
+    train_row = int(human.stimuli.indices("train")[0])
+    with pytest.raises(BackendError) as before:
+        client.decoded("demo-human", test_row)
+    assert before.value.status == 404
+    job = wait_job(client, client.decode("demo-human", "reference", model))
+    assert job["state"] == "done" and 0.5 < job["result"]["two_way"] <= 1
+    decoded = client.decoded("demo-human", test_row)
+    training_captions = {human.stimuli.captions[i] for i in human.stimuli.indices("train")}
+    assert decoded["caption"] in training_captions, "retrieved from the held-out corpus"
+    assert -1 <= decoded["similarity"] <= 1
+    with pytest.raises(BackendError, match="test stimuli only"):
+        client.decoded("demo-human", train_row)

@@ -36,6 +36,7 @@ CSS = """
 .ctx-captions td { padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top; }
 .ctx-captions td.who { white-space: nowrap; color: var(--body-text-color-subdued); width: 11em; }
 .ctx-captions tr.reference td { font-weight: 600; }
+.ctx-captions tr.decoded td { background: #eef6ff; }
 .ctx-captions .sim { font-size: 0.75em; padding: 0 4px; border-radius: 4px; background: #fde68a; color: #713f12; margin-left: 4px; }
 .ctx-captions mark { background: #fecaca; color: inherit; padding: 0 1px; border-radius: 2px; }
 .ctx-note { font-size: 0.9em; color: var(--body-text-color-subdued); }
@@ -141,6 +142,15 @@ class Explorer:
         recon = reconstruction_items(self.client, ds, index, generator)
         return index, image, heading, caption_table, recon, brain_update, mouse_update
 
+    def decoded(self, dataset_id: str, index: int) -> dict | None:
+        """The caption decoded from the brain (reference captions, MiniLM), if a decode job ran."""
+        try:
+            return self.client.decoded(dataset_id, index)
+        except BackendError as err:
+            if err.status in (404, 422):
+                return None
+            raise
+
     def captions_html(self, dataset_id: str, index: int) -> str:
         captions = self.client.captions(dataset_id, index)
         specs = {c["id"]: c for c in self.client.captioners(dataset_id)}
@@ -156,6 +166,12 @@ class Explorer:
             )
             css = " class='reference'" if name == "reference" else ""
             rows.append(f"<tr{css}><td class='who'>{html.escape(spec.get('label', name))}{badge}</td><td>{shown}</td></tr>")
+        decoded = self.decoded(dataset_id, index)
+        if decoded:
+            rows.append(
+                "<tr class='decoded'><td class='who'>Decoded from the brain</td>"
+                f"<td>{html.escape(decoded['caption'])} <span class='ctx-note'>(cosine {decoded['similarity']:.2f} to the reference)</span></td></tr>"
+            )
         return (
             f"<div class='ctx-captions'><table>{''.join(rows)}</table>"
             "<div class='ctx-note'>Highlighted: words not in the reference caption.</div></div>"

@@ -88,6 +88,7 @@ class ModelRuns:
                 self.embedder = gr.Dropdown(embedders, value=embedders[0][1] if embedders else None, label="Text embedder", scale=2, elem_id="ctx-embedder")
                 self.source = gr.Dropdown(["reference"], value="reference", label="Captions to embed", scale=1, elem_id="ctx-embed-source")
                 self.embed_button = gr.Button("Embed captions", scale=1, elem_id="ctx-embed-run")
+                self.decode_button = gr.Button("Decode captions from the brain", scale=1, elem_id="ctx-decode-run")
             with gr.Row():
                 self.generator = gr.Dropdown(generators, value=generator, label="Text-to-image", scale=3, elem_id="ctx-generator")
                 self.generate_button = gr.Button("Reconstruct this stimulus", scale=1, elem_id="ctx-generate-run")
@@ -124,6 +125,9 @@ class ModelRuns:
         def embed(ds, model, source, progress=gr.Progress()):
             return run(lambda: client.embed_captions(ds, model, source), progress)
 
+        def decode(ds, model, source, progress=gr.Progress()):
+            return run(lambda: client.decode(ds, source, model), progress)
+
         def sources_of(ds):
             return [s for _, s in self.sources(ds)]
 
@@ -153,6 +157,9 @@ class ModelRuns:
             after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
         )
         self.embed_button.click(embed, [dataset_state, self.embedder, self.source], self.status)
+        self.decode_button.click(decode, [dataset_state, self.embedder, self.source], self.status).then(
+            after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
+        )
         for button, handler, inputs in (
             (self.generate_button, generate, [dataset_state, self.generator, stimulus_state]),
             (self.generate_test_button, generate_test, [dataset_state, self.generator]),

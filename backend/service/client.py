@@ -148,6 +148,14 @@ class BackendClient:
         """Start fitting the encoding model of ``source`` captions embedded by ``embedder``."""
         return self._post("/api/jobs/encode", {"dataset": dataset_id, "source": source, "embedder": embedder})
 
+    def decode(self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2") -> dict:
+        """Start decoding captions from the brain for the test stimuli (a job)."""
+        return self._post("/api/jobs/decode", {"dataset": dataset_id, "source": source, "embedder": embedder})
+
+    def decoded(self, dataset_id: str, index: int, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2") -> dict:
+        """{"caption", "similarity"} decoded from the brain for a test stimulus (BackendError 404 if none)."""
+        return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/decoded", source=source, embedder=embedder)
+
     def encoding_map(self, dataset_id: str, source: str, embedder: str, part: str = "r") -> np.ndarray:
         """float32 [n_units]: a fitted encoding model's map (r, fraction_of_ceiling, alpha, cv_score)."""
         return self._array(f"/api/datasets/{dataset_id}/encoding", source=source, embedder=embedder, part=part)

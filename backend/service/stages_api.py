@@ -25,6 +25,7 @@ from backend.stages import captions as caption_stage
 from backend.stages.captions import REFERENCE, caption_sources
 from backend.stages.captions import source_captions as _source_captions
 from backend.stages.embeddings import embed_images_cached, embed_texts_cached
+from backend.stages.decoding import cached_decoding, decode_captions
 from backend.stages.encoding import cached_encoding, fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached, image_keys
 from backend.service.wire import array_headers
@@ -192,6 +193,42 @@ def encode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
         return {"dataset": ds.id, "mean_r": round(float(result.r.mean()), 3), "r_by_region": by_region}
 
     return s.jobs.submit("encode", request.model_dump(), work).as_dict()
+
+
+@router.post("/api/jobs/decode", summary="Decode a caption from the brain for every test stimulus")
+def decode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    _model(request.embedder, "text_embedder")
+    texts = source_captions(s, ds, request.source)
+    if any(t is None for t in texts):
+        raise HTTPException(422, f"{request.source!r} has not captioned every stimulus yet; finish its caption job first")
+
+    def work(job: Job) -> dict:
+        result = _run(
+            job,
+            lambda: decode_captions(ds, request.source, request.embedder, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)),
+        )
+        return {"dataset": ds.id, **{k: round(v, 3) for k, v in result["identification"].items()}}
+
+    return s.jobs.submit("decode", request.model_dump(), work).as_dict()
+
+
+@router.get("/api/datasets/{dataset_id}/stimuli/{index}/decoded", summary="The caption decoded from the brain for a test stimulus")
+def decoded_caption(
+    dataset_id: str, index: int, source: str = REFERENCE, embedder: str = DEFAULTS["text_embedder"], s: Services = Depends(services)
+) -> dict:
+    ds = s.dataset(dataset_id)
+    i = stimulus_row(ds, index)
+    try:
+        result = cached_decoding(ds, source, embedder, s.store)
+    except LookupError as err:
+        raise HTTPException(422, str(err.args[0])) from None
+    if result is None:
+        raise HTTPException(404, f"no brain decoding of {source!r} captions by {embedder} yet; run a decode job first")
+    entry = result["stimuli"].get(str(i))
+    if entry is None:
+        raise HTTPException(404, f"stimulus {i} is a training stimulus; captions are decoded for test stimuli only")
+    return {"index": i, "source": source, "embedder": embedder, **entry}
 
 
 @router.get("/api/datasets/{dataset_id}/encoding", summary="A fitted encoding model's per-unit map: float32 bytes", response_class=Response)
