@@ -177,3 +177,22 @@ def test_decode_job_gives_test_stimuli_a_caption_from_the_brain(client, human):
     assert -1 <= decoded["similarity"] <= 1
     with pytest.raises(BackendError, match="test stimuli only"):
         client.decoded("demo-human", train_row)
+
+
+@pytest.mark.slow
+def test_text_to_brain_predicts_with_the_fitted_encoding_model(client, backend_services, human):
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    job = wait_job(client, client.encode("demo-human", "reference", model))
+    assert job["state"] == "done"
+    sentence = human.stimuli.captions[0]
+    predicted = client.text_to_brain("demo-human", sentence, "reference", model)
+    from backend.stages.encoding import cached_encoding
+
+    fit = cached_encoding(human, "reference", model, store=backend_services.store)
+    embedding = backend_services.pool.get(model).embed([sentence])
+    np.testing.assert_allclose(predicted, fit.predict(embedding)[0], rtol=1e-4, atol=1e-5)
+    other = client.text_to_brain("demo-human", "a large pizza above a small train in a desert", "reference", model)
+    assert predicted.shape == other.shape == (human.n_units,) and not np.allclose(predicted, other)
+    with pytest.raises(BackendError) as empty:
+        client.text_to_brain("demo-human", "", "reference", model)
+    assert empty.value.status == 422

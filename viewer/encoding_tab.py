@@ -36,6 +36,14 @@ class EncodingTab:
             self.brain = BrainPanel(label="Encoding accuracy on the inflated cortex", views=surface_views, elem_id="ctx-enc-brain")
         with gr.Group(visible=False) as self.mouse_group:
             self.mouse = MousePanel(label="Encoding accuracy per neuron", elem_id="ctx-enc-mouse")
+        gr.Markdown("### Text → brain\nType a sentence: the fitted encoding model predicts the response it would evoke.")
+        self.sentence = gr.Textbox(
+            label="Sentence", placeholder="a small dog to the left of a large car on a beach", submit_btn=True, elem_id="ctx-t2b-text"
+        )
+        with gr.Group(visible=True) as self.t2b_brain_group:
+            self.t2b_brain = BrainPanel(label="Predicted response to the sentence", views=surface_views, elem_id="ctx-t2b-brain")
+        with gr.Group(visible=False) as self.t2b_mouse_group:
+            self.t2b_mouse = MousePanel(label="Predicted response per neuron", elem_id="ctx-t2b-mouse")
 
     def choices(self, dataset_id: str) -> tuple[list, list]:
         client = self.explorer.client
@@ -65,6 +73,23 @@ class EncodingTab:
         update = self.mouse.values_update(values, title, static=static, vmax=vmax, cbar_label=part)
         return summary, gr.update(), update, gr.update(visible=False), gr.update(visible=True)
 
+    def predict(self, ds: str, text: str, source: str, embedder: str):
+        """(brain update, mouse update, brain group, mouse group) for a typed sentence."""
+        explorer, client = self.explorer, self.explorer.client
+        if not text.strip():
+            raise gr.Error("type a sentence first")
+        try:
+            values = explorer.shown_values(ds, client.text_to_brain(ds, text, source, embedder))
+        except BackendError as err:
+            raise gr.Error(str(err)) from None
+        title = f"“{text.strip()[:80]}”"
+        if explorer.unit_space(ds)["kind"] == "surface":
+            update = self.t2b_brain.values_update(values, title, static=explorer.surface_static(self.t2b_brain, ds), cbar_label="predicted response")
+            return update, gr.update(), gr.update(visible=True), gr.update(visible=False)
+        static = self.t2b_mouse.static_payload(explorer.unit_space(ds))
+        update = self.t2b_mouse.values_update(values, title, static=static, cbar_label="predicted response")
+        return gr.update(), update, gr.update(visible=False), gr.update(visible=True)
+
     def wire(self, dataset_state, tab: gr.Tab) -> None:
         client = self.explorer.client
         outputs = [self.status, *self.brain.outputs, *self.mouse.outputs, self.brain_group, self.mouse_group]
@@ -92,3 +117,8 @@ class EncodingTab:
         )
         for control in (self.source, self.embedder, self.part):
             control.input(self.show, [dataset_state, self.source, self.embedder, self.part], outputs)
+        self.sentence.submit(
+            self.predict,
+            [dataset_state, self.sentence, self.source, self.embedder],
+            [*self.t2b_brain.outputs, *self.t2b_mouse.outputs, self.t2b_brain_group, self.t2b_mouse_group],
+        )

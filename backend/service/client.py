@@ -160,6 +160,15 @@ class BackendClient:
         """float32 [n_units]: a fitted encoding model's map (r, fraction_of_ceiling, alpha, cv_score)."""
         return self._array(f"/api/datasets/{dataset_id}/encoding", source=source, embedder=embedder, part=part)
 
+    def text_to_brain(
+        self, dataset_id: str, text: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    ) -> np.ndarray:
+        """float32 [n_units]: the response the fitted encoding model predicts for ``text``."""
+        response = self._send(
+            "POST", f"/api/datasets/{dataset_id}/text-to-brain", json={"text": text, "source": source, "embedder": embedder}
+        )
+        return array_from_bytes(response.content, response.headers[DTYPE_HEADER], response.headers[SHAPE_HEADER])
+
     def job(self, job_id: str) -> dict:
         """{id, kind, state (queued/running/done/failed/cancelled), done, total, fraction, message, error, result}"""
         return self._json(f"/api/jobs/{job_id}")

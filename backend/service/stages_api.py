@@ -236,7 +236,7 @@ def encoding_map(
     dataset_id: str,
     source: str = REFERENCE,
     embedder: str = DEFAULTS["text_embedder"],
-    part: str = Query("r", pattern="^(r|fraction_of_ceiling|alpha|cv_score)$"),
+    part: str = Query("r", pattern="^(r|fraction_of_ceiling|alpha|cv_score|intercept)$"),
     s: Services = Depends(services),
 ) -> Response:
     ds = s.dataset(dataset_id)
@@ -247,6 +247,31 @@ def encoding_map(
     if result is None:
         raise HTTPException(404, f"no encoding model of {source!r} captions embedded by {embedder} yet; fit one first")
     values = np.asarray(getattr(result, part), dtype="<f4")
+    return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
+
+
+class TextToBrainRequest(BaseModel):
+    text: str = Field(..., min_length=1, max_length=1000)
+    source: str = REFERENCE
+    embedder: str = DEFAULTS["text_embedder"]
+
+
+@router.post(
+    "/api/datasets/{dataset_id}/text-to-brain",
+    summary="The response a fitted encoding model predicts for a sentence: float32 bytes per unit",
+    response_class=Response,
+)
+def text_to_brain(dataset_id: str, request: TextToBrainRequest, s: Services = Depends(services)) -> Response:
+    ds = s.dataset(dataset_id)
+    _model(request.embedder, "text_embedder")
+    try:
+        result = cached_encoding(ds, request.source, request.embedder, store=s.store)
+    except LookupError as err:
+        raise HTTPException(422, str(err.args[0])) from None
+    if result is None:
+        raise HTTPException(404, f"no encoding model of {request.source!r} captions by {request.embedder} yet; fit one first")
+    embedding = embed_texts_cached([request.text], request.embedder, store=s.store, pool=s.pool)
+    values = np.asarray(result.predict(embedding)[0], dtype="<f4")
     return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
 
 

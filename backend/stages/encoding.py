@@ -23,7 +23,8 @@ from backend.stages.captions import source_captions
 from backend.stages.embeddings import embed_texts_cached
 
 STAGE = "encoding"
-PARTS = ("r", "fraction_of_ceiling", "alpha", "cv_score")
+PARTS = ("r", "fraction_of_ceiling", "alpha", "cv_score", "coef", "intercept")
+MAPS = PARTS[:4]
 
 Report = Callable[[int, int, str], None]
 
@@ -36,12 +37,19 @@ class EncodingResult:
     fraction_of_ceiling: r^2 / (noise ceiling / 100); NaN where the dataset has no ceiling or it is 0
     alpha:               the regularisation chosen for the unit
     cv_score:            cross-validated R^2 on the training stimuli
+    coef, intercept:     the fitted model, float32 [d, n_units] and [n_units], for predictions
     """
 
     r: np.ndarray
     fraction_of_ceiling: np.ndarray
     alpha: np.ndarray
     cv_score: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """float32 [n, n_units]: predicted responses for text embeddings [n, d]."""
+        return (np.asarray(embeddings, np.float32) @ self.coef + self.intercept).astype(np.float32)
 
 
 def dataset_fingerprint(ds: Dataset) -> str:
@@ -110,7 +118,14 @@ def fit_encoding(
         if ds.noise_ceiling is not None
         else np.full_like(r, np.nan)
     )
-    result = EncodingResult(r=r, fraction_of_ceiling=ceiling, alpha=fit.alpha.astype(np.float32), cv_score=fit.cv_score.astype(np.float32))
+    result = EncodingResult(
+        r=r,
+        fraction_of_ceiling=ceiling,
+        alpha=fit.alpha.astype(np.float32),
+        cv_score=fit.cv_score.astype(np.float32),
+        coef=fit.coef.astype(np.float32),
+        intercept=fit.intercept.astype(np.float32),
+    )
     store.put_many({keys[part]: ("npy", array_to_npy(getattr(result, part))) for part in PARTS})
     store.record_run(ds.id, STAGE, embedder, {"source": source, "method": method}, ds.n_units, ds.n_units)
     return result
