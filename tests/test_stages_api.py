@@ -196,3 +196,16 @@ def test_text_to_brain_predicts_with_the_fitted_encoding_model(client, backend_s
     with pytest.raises(BackendError) as empty:
         client.text_to_brain("demo-human", "", "reference", model)
     assert empty.value.status == 422
+
+
+@pytest.mark.slow
+def test_compare_captioners_job_gives_one_row_per_source(client):
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    sources = ["reference", "sim-one-object"]
+    job = wait_job(client, client.compare_captioners("demo-human", model, "sim-scene-renderer", sources), timeout=300)
+    assert job["state"] == "done", job
+    rows = {row["source"]: row for row in job["result"]["rows"]}
+    assert set(rows) == set(sources)
+    for row in rows.values():
+        assert -1 <= row["pixcorr"] <= 1 and -1 <= row["ssim"] <= 1 and 0 <= row["two_way"] <= 1
+    assert rows["reference"]["encoding_r"] > rows["sim-one-object"]["encoding_r"]

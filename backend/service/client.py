@@ -160,6 +160,11 @@ class BackendClient:
         """float32 [n_units]: a fitted encoding model's map (r, fraction_of_ceiling, alpha, cv_score)."""
         return self._array(f"/api/datasets/{dataset_id}/encoding", source=source, embedder=embedder, part=part)
 
+    def compare_captioners(self, dataset_id: str, embedder: str, text_to_image: str, sources: list[str] | None = None) -> dict:
+        """Start comparing caption sources (a job whose result has one row per source)."""
+        body = {"dataset": dataset_id, "embedder": embedder, "text_to_image": text_to_image, "sources": sources}
+        return self._post("/api/jobs/compare-captioners", body)
+
     def text_to_brain(
         self, dataset_id: str, text: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2"
     ) -> np.ndarray:

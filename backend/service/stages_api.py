@@ -25,6 +25,7 @@ from backend.stages import captions as caption_stage
 from backend.stages.captions import REFERENCE, caption_sources
 from backend.stages.captions import source_captions as _source_captions
 from backend.stages.embeddings import embed_images_cached, embed_texts_cached
+from backend.stages.comparison import compare_captioners
 from backend.stages.decoding import cached_decoding, decode_captions
 from backend.stages.encoding import cached_encoding, fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached, image_keys
@@ -248,6 +249,39 @@ def encoding_map(
         raise HTTPException(404, f"no encoding model of {source!r} captions embedded by {embedder} yet; fit one first")
     values = np.asarray(getattr(result, part), dtype="<f4")
     return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
+
+
+class CompareRequest(BaseModel):
+    dataset: str
+    embedder: str = DEFAULTS["text_embedder"]
+    text_to_image: str = "sim-scene-renderer"
+    sources: list[str] | None = Field(None, description="caption sources; default: every complete one")
+
+
+@router.post("/api/jobs/compare-captioners", summary="Encoding accuracy against reconstruction quality, per captioner")
+def compare_job(request: CompareRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    _model(request.embedder, "text_embedder")
+    _model(request.text_to_image, "text_to_image")
+    sources = request.sources or [
+        source for source in caption_sources(ds, s.store) if all(t is not None for t in source_captions(s, ds, source))
+    ]
+    for source in sources:
+        if any(t is None for t in source_captions(s, ds, source)):
+            raise HTTPException(422, f"{source!r} has not captioned every stimulus yet; finish its caption job first")
+
+    def work(job: Job) -> dict:
+        rows = _run(
+            job,
+            lambda: compare_captioners(
+                ds, sources, request.embedder, request.text_to_image, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)
+            ),
+        )
+        if job.cancel_requested:
+            raise JobCancelled()
+        return {"dataset": ds.id, "rows": rows}
+
+    return s.jobs.submit("compare-captioners", request.model_dump(), work).as_dict()
 
 
 class TextToBrainRequest(BaseModel):

@@ -1,0 +1,46 @@
+"""Manifolds: Procrustes alignment and UMAP embeddings."""
+
+import numpy as np
+import pytest
+
+from backend.analysis.manifolds import align, trustworthiness, umap_embedding
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_align_recovers_planted_similarity_transform(reflect):
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(50, 2))
+    theta = 0.7
+    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    if reflect:
+        rotation = rotation @ np.diag([1.0, -1.0])
+    other = 3.5 * reference @ rotation + np.array([10.0, -4.0])
+    aligned = align(reference, other)
+    assert aligned.dtype == np.float32 and aligned.shape == reference.shape
+    np.testing.assert_allclose(aligned, reference, atol=1e-5)
+
+
+def test_align_is_least_squares_under_noise():
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(100, 2))
+    other = 0.2 * (reference + 0.1 * rng.normal(size=reference.shape))[:, ::-1] - 7
+    aligned = align(reference, other)
+    assert np.abs(aligned - reference).mean() < 0.1
+    with pytest.raises(ValueError):
+        align(reference, other[:10])
+
+
+@pytest.mark.slow
+def test_umap_separates_clusters_and_is_deterministic(pytestconfig):
+    cache = pytestconfig.cache.mkdir("cortextual-numba")  # compiled kernels reused across runs
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 20)).astype(np.float32)
+    labels = np.repeat([0, 1], 100)
+    x[labels == 1] += 8.0
+    emb = umap_embedding(x, seed=0, cache_dir=cache)
+    assert emb.dtype == np.float32 and emb.shape == (200, 2)
+    assert silhouette_score(emb, labels) > 0.7
+    assert trustworthiness(x, emb) > 0.8
+    np.testing.assert_array_equal(emb, umap_embedding(x, seed=0, cache_dir=cache))

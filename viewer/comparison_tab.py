@@ -1,0 +1,50 @@
+"""The "Captioner comparison" tab: encoding accuracy against reconstruction quality, one point per
+captioner (the relation the mouse study reports)."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from backend.service.client import BackendError
+from viewer.model_runs import FALLBACK_TEXT_TO_IMAGE, follow_job, job_summary
+
+COLUMNS = {
+    "source": "captioner",
+    "encoding_r": "encoding r (signal units)",
+    "two_way": "decoding 2-way",
+    "pixcorr": "reconstruction PixCorr",
+    "ssim": "reconstruction SSIM",
+}
+
+
+class ComparisonTab:
+    """Create inside a ``gr.Tab``; then :meth:`wire`."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        gr.Markdown(
+            "For every captioner that has captioned the dataset: how well its captions' embeddings predict the brain "
+            "(mean test r of the encoding model over units with explainable variance), and how well images "
+            "reconstructed *from the brain* through its text space match the stimuli (decoded caption → text-to-image; "
+            "PixCorr, SSIM). Uses the text embedder and text-to-image model chosen under *Run models*."
+        )
+        self.button = gr.Button("Compare captioners", elem_id="ctx-compare-run")
+        self.status = gr.Markdown(elem_id="ctx-compare-status")
+        self.plot = gr.ScatterPlot(x="encoding_r", y="pixcorr", color="source", title="Encoding accuracy vs reconstruction quality", elem_id="ctx-compare-plot")
+        self.table = gr.Dataframe(label="Per captioner", interactive=False, elem_id="ctx-compare-table")
+
+    def wire(self, dataset_state, embedder, generator) -> None:
+        client = self.client
+
+        def compare(ds, embedder_id, generator_id, progress=gr.Progress()):
+            try:
+                job = follow_job(client, client.compare_captioners(ds, embedder_id, generator_id or FALLBACK_TEXT_TO_IMAGE), progress)
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            if job["state"] != "done":
+                return job_summary(job), gr.update(), gr.update()
+            frame = pd.DataFrame(job["result"]["rows"])
+            return f"Compared {len(frame)} caption sources in {job['elapsed_s']:.1f} s.", frame, frame.rename(columns=COLUMNS)
+
+        self.button.click(compare, [dataset_state, embedder, generator], [self.status, self.plot, self.table])
