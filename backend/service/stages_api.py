@@ -84,6 +84,15 @@ def source_captions(s: Services, ds: Dataset, source: str) -> list[str | None]:
         raise HTTPException(422, str(err.args[0])) from None
 
 
+def complete_captions(s: Services, ds: Dataset, source: str) -> list[str]:
+    """The source's captions, or a 422 if some stimulus has none yet."""
+    texts = source_captions(s, ds, source)
+    missing = sum(t is None for t in texts)
+    if missing:
+        raise HTTPException(422, f"{source!r} has no caption yet for {missing} stimuli; finish its caption job first")
+    return texts
+
+
 def _run(job: Job, work) -> dict:
     try:
         return work()
@@ -125,10 +134,7 @@ def caption_job(request: CaptionRequest, s: Services = Depends(services)) -> dic
 def embed_captions_job(request: EmbedCaptionsRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
     spec = _model(request.model, "text_embedder")
-    texts = source_captions(s, ds, request.source)
-    if any(t is None for t in texts):
-        missing = sum(t is None for t in texts)
-        raise HTTPException(422, f"{request.source!r} has no caption yet for {missing} stimuli; finish its caption job first")
+    texts = complete_captions(s, ds, request.source)
 
     def work(job: Job) -> dict:
         vectors = _run(job, lambda: embed_texts_cached(texts, spec.id, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)))
@@ -180,9 +186,7 @@ def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> d
 def encode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
     _model(request.embedder, "text_embedder")
-    texts = source_captions(s, ds, request.source)
-    if any(t is None for t in texts):
-        raise HTTPException(422, f"{request.source!r} has not captioned every stimulus yet; finish its caption job first")
+    complete_captions(s, ds, request.source)
 
     def work(job: Job) -> dict:
         result = _run(
@@ -200,9 +204,7 @@ def encode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
 def decode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
     _model(request.embedder, "text_embedder")
-    texts = source_captions(s, ds, request.source)
-    if any(t is None for t in texts):
-        raise HTTPException(422, f"{request.source!r} has not captioned every stimulus yet; finish its caption job first")
+    complete_captions(s, ds, request.source)
 
     def work(job: Job) -> dict:
         result = _run(
@@ -267,8 +269,7 @@ def compare_job(request: CompareRequest, s: Services = Depends(services)) -> dic
         source for source in caption_sources(ds, s.store) if all(t is not None for t in source_captions(s, ds, source))
     ]
     for source in sources:
-        if any(t is None for t in source_captions(s, ds, source)):
-            raise HTTPException(422, f"{source!r} has not captioned every stimulus yet; finish its caption job first")
+        complete_captions(s, ds, source)
 
     def work(job: Job) -> dict:
         rows = _run(
