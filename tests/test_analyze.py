@@ -33,6 +33,9 @@ def test_analyze_writes_every_score(small_world, tmp_path):
     assert 0 <= report["captioner_vs_reference"]["bleu4"] <= 1
     assert -1 <= report["reconstructions"]["pixcorr"] <= 1 and -1 <= report["reconstructions"]["ssim"] <= 1
     assert "r_vs_planted_caption_region" in report["truth_recovery"]
+    for control in ("word-average", "nouns"):
+        assert 0 <= report["controls"][control]["fraction_a_better"] <= 1
+        assert set(report["controls"][control]["regions"]) == set(regions)
 
 
 def test_analyze_explains_a_bad_captioner_in_one_line(small_world, tmp_path):

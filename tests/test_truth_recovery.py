@@ -66,3 +66,13 @@ def test_decoding_identifies_test_stimuli_well_above_chance(world):
     decoder = fit_ridge_cv(responses[train], embeddings[train])
     scores = identification(decoder.predict(responses[test]), embeddings[test])
     assert scores["two_way"] > 0.8 and scores["top1"] > 0.08  # chance: 0.5 and 0.01
+
+
+@pytest.mark.slow
+def test_caption_level_embeddings_beat_word_averages_where_relations_matter(world):
+    from backend.stages.controls import compare_controls
+
+    ds, store, pool = world
+    regions = compare_controls(ds, "reference", MINILM, store=store, pool=pool)["word-average"]["regions"]
+    assert regions["caption"]["mean_difference"] > 0.02, regions  # measured 0.05
+    assert regions["EVC"]["mean_difference"] < 0.01, regions  # measured -0.03: no advantage

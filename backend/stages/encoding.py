@@ -99,26 +99,35 @@ def fit_encoding(
             report(done, total, message)
 
     embeddings = embed_texts_cached(captions, embedder, store=store, pool=pool, cancel=cancel)
+    result = encode_features(ds, embeddings, method=method, alphas=alphas, report=step)
+    store.put_many({keys[part]: ("npy", array_to_npy(getattr(result, part))) for part in PARTS})
+    store.record_run(ds.id, STAGE, embedder, {"source": source, "method": method}, ds.n_units, ds.n_units)
+    return result
+
+
+def encode_features(
+    ds: Dataset, features: np.ndarray, *, method: str = "gcv", alphas=DEFAULT_ALPHAS, report: Report | None = None
+) -> EncodingResult:
+    """Fit a ridge from ``features`` [n_stimuli, d] to every unit on the training stimuli and score
+    it on the test stimuli (no caching: callers key the result by what the features are)."""
     train, test = ds.stimuli.indices("train"), ds.stimuli.indices("test")
     if len(test) < 3:
         raise ValueError(f"dataset {ds.id!r} has {len(test)} test stimuli; scoring needs at least 3")
-    step(0, ds.n_units, f"fitting ridge on {len(train)} stimuli")
+    say = report or (lambda done, total, message: None)
+    say(0, ds.n_units, f"fitting ridge on {len(train)} stimuli")
     fit = fit_ridge_cv(
-        embeddings[train],
+        features[train],
         ds.responses,  # memory-mapped: read chunk by chunk, never copied whole
         alphas,
         y_rows=train,
         method=method,
-        progress=lambda done, total: step(done, total, f"fitted {done:,} of {total:,} units"),
+        progress=lambda done, total: say(done, total, f"fitted {done:,} of {total:,} units"),
     )
-    measured = np.asarray(ds.responses[test], np.float32)
-    r = pearson_r(measured, fit.predict(embeddings[test])).astype(np.float32)
+    r = pearson_r(np.asarray(ds.responses[test], np.float32), fit.predict(features[test])).astype(np.float32)
     ceiling = (
-        fraction_of_ceiling(r, ds.noise_ceiling).astype(np.float32)
-        if ds.noise_ceiling is not None
-        else np.full_like(r, np.nan)
+        fraction_of_ceiling(r, ds.noise_ceiling).astype(np.float32) if ds.noise_ceiling is not None else np.full_like(r, np.nan)
     )
-    result = EncodingResult(
+    return EncodingResult(
         r=r,
         fraction_of_ceiling=ceiling,
         alpha=fit.alpha.astype(np.float32),
@@ -126,9 +135,6 @@ def fit_encoding(
         coef=fit.coef.astype(np.float32),
         intercept=fit.intercept.astype(np.float32),
     )
-    store.put_many({keys[part]: ("npy", array_to_npy(getattr(result, part))) for part in PARTS})
-    store.record_run(ds.id, STAGE, embedder, {"source": source, "method": method}, ds.n_units, ds.n_units)
-    return result
 
 
 def cached_encoding(ds: Dataset, source: str, embedder: str, *, store: Store, method: str = "gcv", alphas=DEFAULT_ALPHAS) -> EncodingResult | None:
