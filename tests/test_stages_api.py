@@ -209,3 +209,16 @@ def test_compare_captioners_job_gives_one_row_per_source(client):
     for row in rows.values():
         assert -1 <= row["pixcorr"] <= 1 and -1 <= row["ssim"] <= 1 and 0 <= row["two_way"] <= 1
     assert rows["reference"]["encoding_r"] > rows["sim-one-object"]["encoding_r"]
+
+
+@pytest.mark.slow
+def test_rsa_job_compares_every_region_with_every_source(client, human):
+    job = wait_job(client, client.rsa("demo-human", "sentence-transformers/all-MiniLM-L6-v2", ["reference", "sim-one-object"]))
+    assert job["state"] == "done", job
+    rows = job["result"]["rows"]
+    assert {(r["region"], r["source"]) for r in rows} == {
+        (region, source) for region in ("EVC", "animate", "food", "place", "caption") for source in ("reference", "sim-one-object")
+    }
+    assert all(-1 <= r["mean"] <= 1 and r["sd"] >= 0 for r in rows)
+    caption = {r["source"]: r["mean"] for r in rows if r["region"] == "caption"}
+    assert caption["reference"] > caption["sim-one-object"], "the caption region's geometry follows whole captions"

@@ -19,7 +19,7 @@ import numpy as np
 
 from backend.service.client import BackendClient, BackendError
 from viewer.brain_panel import BrainPanel
-from viewer.comparison_tab import ComparisonTab
+from viewer.summary_tabs import ComparisonTab, RsaTab
 from viewer.encoding_tab import EncodingTab
 from viewer.model_runs import ModelRuns, reconstruction_items
 from viewer.mouse_panel import MousePanel
@@ -238,6 +238,9 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         with gr.Tab("Captioner comparison"):
             comparison = ComparisonTab(client)
 
+        with gr.Tab("RSA"):
+            rsa = RsaTab(client)
+
         with gr.Tab("Planted truth") as truth_tab:
             gr.Markdown(
                 "Simulated datasets carry the tuning they were generated with: analyses are checked against these maps."
@@ -266,6 +269,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         runs.wire(dataset_state, stimulus_state, captions, explorer.captions_html)
         encoding.wire(dataset_state, encoding_tab)
         comparison.wire(dataset_state, runs.embedder, runs.generator)
+        rsa.wire(dataset_state, runs.embedder)
 
         def open_dataset(ds: str, generator: str | None):
             if not ds:

@@ -165,6 +165,10 @@ class BackendClient:
         body = {"dataset": dataset_id, "embedder": embedder, "text_to_image": text_to_image, "sources": sources}
         return self._post("/api/jobs/compare-captioners", body)
 
+    def rsa(self, dataset_id: str, embedder: str, sources: list[str] | None = None) -> dict:
+        """Start the RSA job (result rows: region, source, mean, sd of the RDM correlation)."""
+        return self._post("/api/jobs/rsa", {"dataset": dataset_id, "embedder": embedder, "sources": sources})
+
     def text_to_brain(
         self, dataset_id: str, text: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2"
     ) -> np.ndarray:

@@ -29,6 +29,7 @@ from backend.stages.comparison import compare_captioners
 from backend.stages.decoding import cached_decoding, decode_captions
 from backend.stages.encoding import cached_encoding, fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached, image_keys
+from backend.stages.rsa import rsa_table
 from backend.service.wire import array_headers
 
 router = APIRouter()
@@ -283,6 +284,29 @@ def compare_job(request: CompareRequest, s: Services = Depends(services)) -> dic
         return {"dataset": ds.id, "rows": rows}
 
     return s.jobs.submit("compare-captioners", request.model_dump(), work).as_dict()
+
+
+class RsaRequest(BaseModel):
+    dataset: str
+    embedder: str = DEFAULTS["text_embedder"]
+    sources: list[str] | None = Field(None, description="caption sources; default: every complete one")
+
+
+@router.post("/api/jobs/rsa", summary="RDM correlation of each brain region with each caption source's embeddings")
+def rsa_job(request: RsaRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    _model(request.embedder, "text_embedder")
+    sources = request.sources or [
+        source for source in caption_sources(ds, s.store) if all(t is not None for t in source_captions(s, ds, source))
+    ]
+    for source in sources:
+        complete_captions(s, ds, source)
+
+    def work(job: Job) -> dict:
+        rows = _run(job, lambda: rsa_table(ds, sources, request.embedder, store=s.store, pool=s.pool, report=job.report))
+        return {"dataset": ds.id, "rows": rows}
+
+    return s.jobs.submit("rsa", request.model_dump(), work).as_dict()
 
 
 class TextToBrainRequest(BaseModel):

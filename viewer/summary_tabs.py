@@ -1,5 +1,5 @@
-"""The "Captioner comparison" tab: encoding accuracy against reconstruction quality, one point per
-captioner (the relation the mouse study reports)."""
+"""Summary tabs: the captioner comparison (encoding accuracy against reconstruction quality, one
+point per captioner, the relation the mouse study reports) and RSA of regions against caption models."""
 
 from __future__ import annotations
 
@@ -48,3 +48,36 @@ class ComparisonTab:
             return f"Compared {len(frame)} caption sources in {job['elapsed_s']:.1f} s.", frame, frame.rename(columns=COLUMNS)
 
         self.button.click(compare, [dataset_state, embedder, generator], [self.status, self.plot, self.table])
+
+
+class RsaTab:
+    """The "RSA" tab: how each region's representational geometry matches each caption model's."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        gr.Markdown(
+            "Representational dissimilarity matrices (1 - Pearson r between stimuli) of each brain region or area and "
+            "of each caption source's text embeddings, compared by Spearman correlation over 20 random subsets of "
+            "100 stimuli (mean ± sd). Uses the text embedder chosen under *Run models*."
+        )
+        self.button = gr.Button("Compute RSA", elem_id="ctx-rsa-run")
+        self.status = gr.Markdown(elem_id="ctx-rsa-status")
+        # Points, not bars: Gradio stacks coloured bars, and a sum of correlations means nothing.
+        self.plot = gr.ScatterPlot(x="region", y="mean", color="source", title="RDM correlation with each caption model", elem_id="ctx-rsa-plot")
+        self.table = gr.Dataframe(label="Region x caption source", interactive=False, elem_id="ctx-rsa-table")
+
+    def wire(self, dataset_state, embedder) -> None:
+        client = self.client
+
+        def run(ds, embedder_id, progress=gr.Progress()):
+            try:
+                job = follow_job(client, client.rsa(ds, embedder_id), progress)
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            if job["state"] != "done":
+                return job_summary(job), gr.update(), gr.update()
+            frame = pd.DataFrame(job["result"]["rows"])
+            wide = frame.pivot(index="region", columns="source", values="mean").reset_index()
+            return f"RSA over {frame['region'].nunique()} regions in {job['elapsed_s']:.1f} s.", frame, wide
+
+        self.button.click(run, [dataset_state, embedder], [self.status, self.plot, self.table])
