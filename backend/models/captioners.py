@@ -251,7 +251,7 @@ class SimulatedCaptioner(Captioner):
         return out
 
 
-# -------------------------------------------------------------------------------- factory
+# ------------------------------------------ architecture -> class (the pool builds from this)
 
 CLASSES: dict[str, type[Captioner]] = {
     "blip": BlipCaptioner,
@@ -262,10 +262,3 @@ CLASSES: dict[str, type[Captioner]] = {
     "simulated-captioner": SimulatedCaptioner,
 }
 
-
-def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> Captioner:
-    """The captioner for ``spec`` on ``device``; ModelUnavailable if its weights are not here."""
-    if spec.architecture not in CLASSES:
-        raise ValueError(f"{spec.id}: {spec.architecture!r} is not a captioner architecture; "
-                         f"supported: {sorted(CLASSES)}")
-    return CLASSES[spec.architecture](spec, device, dtype)

@@ -78,10 +78,3 @@ class ClipImageEmbedder(ImageEmbedder):
 
 CLASSES: dict[str, type[ImageEmbedder]] = {"clip-vision": ClipImageEmbedder}
 
-
-def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> ImageEmbedder:
-    """The image embedder for ``spec`` on ``device``; ModelUnavailable if its weights are not here."""
-    if spec.architecture not in CLASSES:
-        raise ValueError(f"{spec.id}: {spec.architecture!r} is not an image-embedder architecture; "
-                         f"supported: {sorted(CLASSES)}")
-    return CLASSES[spec.architecture](spec, device, dtype)

@@ -14,6 +14,7 @@ result did not load a model.
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import os
 import threading
@@ -30,19 +31,25 @@ log = logging.getLogger(__name__)
 Loader = Callable[[ModelSpec, str, torch.dtype], Any]
 
 
+#: Model kind -> the module whose ``CLASSES`` maps each architecture to its wrapper class.
+_WRAPPER_MODULES = {
+    "captioner": "backend.models.captioners",
+    "text_embedder": "backend.models.text_embedders",
+    "image_embedder": "backend.models.image_embedders",
+    "text_to_image": "backend.models.text_to_image",
+}
+
+
 def load_wrapper(spec: ModelSpec, device: str, dtype: torch.dtype):
-    """The wrapper for ``spec``: a Captioner, TextEmbedder, ImageEmbedder or TextToImage."""
-    if spec.kind == "captioner":
-        from backend.models.captioners import load
-    elif spec.kind == "text_embedder":
-        from backend.models.text_embedders import load
-    elif spec.kind == "image_embedder":
-        from backend.models.image_embedders import load
-    elif spec.kind == "text_to_image":
-        from backend.models.text_to_image import load
-    else:
+    """The wrapper for ``spec`` (a Captioner, TextEmbedder, ImageEmbedder or TextToImage) on
+    ``device``; ModelUnavailable if its weights are not here."""
+    if spec.kind not in _WRAPPER_MODULES:
         raise ValueError(f"{spec.id}: unknown model kind {spec.kind!r}")
-    return load(spec, device, dtype)
+    classes = importlib.import_module(_WRAPPER_MODULES[spec.kind]).CLASSES
+    if spec.architecture not in classes:
+        kind = spec.kind.replace("_", " ")
+        raise ValueError(f"{spec.id}: {spec.architecture!r} is not a {kind} architecture; supported: {sorted(classes)}")
+    return classes[spec.architecture](spec, device, dtype)
 
 
 def footprint_gb(spec: ModelSpec, dtype: torch.dtype) -> float:

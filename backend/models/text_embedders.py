@@ -116,13 +116,6 @@ CLASSES: dict[str, type[TextEmbedder]] = {
 }
 
 
-def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> TextEmbedder:
-    """The text embedder for ``spec`` on ``device``; ModelUnavailable if its weights are not here."""
-    if spec.architecture not in CLASSES:
-        raise ValueError(f"{spec.id}: {spec.architecture!r} is not a text-embedder architecture; "
-                         f"supported: {sorted(CLASSES)}")
-    return CLASSES[spec.architecture](spec, device, dtype)
-
 
 # ------------------------------------------------------------------ the demo world's MiniLM
 
@@ -131,7 +124,8 @@ def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> TextEmbedder:
 def load_minilm() -> TextEmbedder:
     """The resident MiniLM embedder on CPU in float32 (loaded once per process)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return load(get_model(MINILM_ID), "cpu", torch.float32)
+    spec = get_model(MINILM_ID)
+    return CLASSES[spec.architecture](spec, "cpu", torch.float32)
 
 
 def embed_texts(texts: list[str], batch_size: int = 128, progress: Progress | None = None) -> np.ndarray:

@@ -152,10 +152,3 @@ CLASSES: dict[str, type[TextToImage]] = {
     "scene-renderer": SceneRenderer,
 }
 
-
-def load(spec: ModelSpec, device: str, dtype: torch.dtype) -> TextToImage:
-    """The text-to-image model for ``spec`` on ``device``; ModelUnavailable if its weights are not here."""
-    if spec.architecture not in CLASSES:
-        raise ValueError(f"{spec.id}: {spec.architecture!r} is not a text-to-image architecture; "
-                         f"supported: {sorted(CLASSES)}")
-    return CLASSES[spec.architecture](spec, device, dtype)

@@ -94,6 +94,15 @@ def complete_captions(s: Services, ds: Dataset, source: str) -> list[str]:
     return texts
 
 
+def complete_sources(s: Services, ds: Dataset, requested: list[str] | None) -> list[str]:
+    """The requested caption sources (each must be complete), or every complete one."""
+    if requested:
+        for source in requested:
+            complete_captions(s, ds, source)
+        return requested
+    return [source for source in caption_sources(ds, s.store) if all(t is not None for t in source_captions(s, ds, source))]
+
+
 def _run(job: Job, work) -> dict:
     try:
         return work()
@@ -266,11 +275,7 @@ def compare_job(request: CompareRequest, s: Services = Depends(services)) -> dic
     ds = s.dataset(request.dataset)
     _model(request.embedder, "text_embedder")
     _model(request.text_to_image, "text_to_image")
-    sources = request.sources or [
-        source for source in caption_sources(ds, s.store) if all(t is not None for t in source_captions(s, ds, source))
-    ]
-    for source in sources:
-        complete_captions(s, ds, source)
+    sources = complete_sources(s, ds, request.sources)
 
     def work(job: Job) -> dict:
         rows = _run(
@@ -296,11 +301,7 @@ class RsaRequest(BaseModel):
 def rsa_job(request: RsaRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
     _model(request.embedder, "text_embedder")
-    sources = request.sources or [
-        source for source in caption_sources(ds, s.store) if all(t is not None for t in source_captions(s, ds, source))
-    ]
-    for source in sources:
-        complete_captions(s, ds, source)
+    sources = complete_sources(s, ds, request.sources)
 
     def work(job: Job) -> dict:
         rows = _run(job, lambda: rsa_table(ds, sources, request.embedder, store=s.store, pool=s.pool, report=job.report))
