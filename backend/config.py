@@ -26,12 +26,12 @@ def datasets_dir() -> Path:
 
 
 def demo_world_size() -> tuple[int, int]:
-    """(training, test) stimuli of the demo world: ``$CORTEXTUAL_DEMO_SIZE`` as "1000x100" (the default)."""
-    text = os.environ.get("CORTEXTUAL_DEMO_SIZE", "1000x100")
+    """(training, test) stimuli of the demo world: ``$CORTEXTUAL_DEMO_SIZE`` as "1000x200" (the default)."""
+    text = os.environ.get("CORTEXTUAL_DEMO_SIZE", "1000x200")
     try:
         n_train, n_test = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"CORTEXTUAL_DEMO_SIZE={text!r}: expected TRAINxTEST, e.g. 1000x100") from None
+        raise ValueError(f"CORTEXTUAL_DEMO_SIZE={text!r}: expected TRAINxTEST, e.g. 1000x200") from None
     if n_train < 10 or n_test < 5:
         raise ValueError(f"CORTEXTUAL_DEMO_SIZE={text!r}: needs at least 10 training and 5 test stimuli")
     return n_train, n_test

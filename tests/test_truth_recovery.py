@@ -1,10 +1,8 @@
-"""The analyses recover what the demo world planted (full default world: 1,000 train / 100 test).
+"""The analyses recover what the demo world planted (full default world: 1,000 train / 200 test).
 
 Figures at the time of writing (MiniLM, GCV ridge): encoding r of the reference captions in the
-caption region correlates 0.87 with the planted best achievable r (the issue's target is 0.9:
-with 100 test stimuli the r estimates' own noise caps it near 0.87 -- open work); mean r over
-planted regions 0.60 (reference) > 0.38 (objects only) > 0.22 (one object) > 0.16 (noisy words);
-brain-to-embedding decoding identifies test stimuli with 2-way accuracy 0.88 (chance 0.5).
+caption region correlates 0.93 with the planted best achievable r (with 100 test stimuli the r
+estimates' own noise held it near 0.87-0.89, hence the 200-stimulus test split).
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 def world(tmp_path_factory):
     from backend.models.pool import ModelPool
 
-    folders = ensure_demo_world(n_train=1000, n_test=100)  # shared with the browser tests' launch
+    folders = ensure_demo_world(n_train=1000, n_test=200)  # shared with the browser tests' launch
     ds = load_folder(folders["demo-human"], "demo-human")
     return ds, Store(tmp_path_factory.mktemp("store") / "store.sqlite"), ModelPool(device="cpu")
 
@@ -39,7 +37,7 @@ def test_caption_region_encoding_map_follows_the_planted_map(world):
     labels = ds.space.roi_labels
     caption = labels == list(ds.space.roi_names).index("caption")
     planted = ds.truth_map("expected_test_r")
-    assert np.corrcoef(result.r[caption], planted[caption])[0, 1] > 0.8
+    assert np.corrcoef(result.r[caption], planted[caption])[0, 1] >= 0.9  # measured 0.93
     assert result.r[caption].mean() > 0.3 and abs(result.r[labels == 0].mean()) < 0.05, "signal where planted, none elsewhere"
     again = fit_encoding(ds, "reference", MINILM, store=store, pool=None)  # from the store: no model needed
     np.testing.assert_array_equal(again.r, result.r)
