@@ -7,7 +7,7 @@ from backend.analysis.controls import (
     caption_words, compare_per_unit, keep_word_classes, tokenize, word_average, word_class,
 )
 from backend.data.demo.pictograms import NAMES
-from backend.data.demo.scenes import BACKGROUNDS, RELATIONS, SIZES
+from backend.data.demo.scenes import word_classes
 
 
 def test_tokenize_and_vocabulary():
@@ -33,19 +33,8 @@ def test_word_average_ignores_order():
     np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
 
 
-def _demo_lexicon() -> dict[str, str]:
-    lexicon = {name: "noun" for name in NAMES}
-    lexicon.update({size: "adjective" for size in SIZES})
-    lexicon.update({rel: "preposition" for rel in RELATIONS})
-    for name, phrase in BACKGROUNDS.items():
-        lexicon[name] = "noun"
-        lexicon.update({w: "preposition" for w in phrase.split()[:1]})  # "in", "under", "on", "at"
-    lexicon.update({"a": "function", "an": "function", "and": "function"})
-    return lexicon
-
-
 def test_keep_word_classes_demo_world_with_lexicon():
-    lexicon = _demo_lexicon()
+    lexicon = word_classes()
     assert "teddy bear" in NAMES and "dog" in NAMES and "car" in NAMES
     caption = "a small teddy bear to the left of a large car on a beach"
     assert keep_word_classes(caption, {"noun"}, lexicon) == "teddy bear car beach"

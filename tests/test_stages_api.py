@@ -178,6 +178,15 @@ def test_decode_job_gives_test_stimuli_a_caption_from_the_brain(client, human):
     with pytest.raises(BackendError, match="test stimuli only"):
         client.decoded("demo-human", train_row)
 
+    # The reconstruction from the brain: an image generated from the decoded caption.
+    before = {r["source"]: r for r in client.reconstructions("demo-human", test_row, "sim-scene-renderer")}
+    assert before["decoded from the brain"]["caption"] == decoded["caption"] and not before["decoded from the brain"]["present"]
+    assert "decoded from the brain" not in {r["source"] for r in client.reconstructions("demo-human", train_row, "sim-scene-renderer")}
+    job = wait_job(client, client.generate_images("demo-human", "sim-scene-renderer", [], [test_row, train_row], with_decoded=True))
+    assert job["state"] == "done" and job["result"]["images"] == 1, "only the test stimulus has a decoded caption"
+    after = {r["source"]: r for r in client.reconstructions("demo-human", test_row, "sim-scene-renderer")}
+    assert after["decoded from the brain"]["present"]
+
 
 @pytest.mark.slow
 def test_text_to_brain_predicts_with_the_fitted_encoding_model(client, backend_services, human):
@@ -222,3 +231,46 @@ def test_rsa_job_compares_every_region_with_every_source(client, human):
     assert all(-1 <= r["mean"] <= 1 and r["sd"] >= 0 for r in rows)
     caption = {r["source"]: r["mean"] for r in rows if r["region"] == "caption"}
     assert caption["reference"] > caption["sim-one-object"], "the caption region's geometry follows whole captions"
+
+
+def test_rdms_of_a_region_and_a_caption_model(client, human):
+    from backend.analysis.rsa import compare_rdms, rdm
+
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    pair = client.rdms("demo-human", "caption", "reference", model, n=20)
+    order = np.asarray(pair["stimuli"])
+    test = human.stimuli.indices("test")
+    assert sorted(order) == sorted(test[:20]), "the first test stimuli, reordered"
+    brain, text = np.asarray(pair["brain"]), np.asarray(pair["model"])
+    assert brain.shape == text.shape == (20, 20)
+    np.testing.assert_allclose(brain, brain.T, atol=1e-4)
+    np.testing.assert_allclose(np.diag(brain), 0, atol=1e-6)
+    caption = human.space.roi_labels == list(human.space.roi_names).index("caption")
+    expected = rdm(np.asarray(human.responses)[order][:, caption])
+    np.testing.assert_allclose(brain, expected, atol=1e-4)
+    assert pair["spearman"] == pytest.approx(compare_rdms(brain, text), abs=1e-3)  # order does not change it
+    for bad, status in ((dict(region="V9"), 422), (dict(region="caption", source="tiny/never-run"), 422), (dict(region="caption", n=1), 422)):
+        with pytest.raises(BackendError) as info:
+            client.rdms("demo-human", **{"source": "reference", "embedder": model, **bad})
+        assert info.value.status == status, bad
+
+
+@pytest.mark.slow
+def test_controls_job_and_difference_map(client, human):
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    with pytest.raises(BackendError) as before:
+        client.control_difference("demo-human", "word-average", "sim-objects-only", model)
+    assert before.value.status == 404 and "controls job" in str(before.value)
+    job = wait_job(client, client.controls("demo-human", "sim-objects-only", model), timeout=300)
+    assert job["state"] == "done", job
+    summary = job["result"]["controls"]
+    assert set(summary) == {"word-average", "nouns", "verbs"}
+    assert summary["verbs"]["captions_with_words"] == 0, "the demo grammar has no verbs"
+    assert summary["nouns"]["captions_with_words"] == 1
+    assert set(summary["word-average"]["regions"]) == {"EVC", "animate", "food", "place", "caption"}
+    difference = client.control_difference("demo-human", "word-average", "sim-objects-only", model)
+    assert difference.shape == (human.n_units,)
+    assert float(np.nanmean(difference)) == pytest.approx(summary["word-average"]["mean_difference"], abs=1e-4)
+    with pytest.raises(BackendError) as bad:
+        client.control_difference("demo-human", "adverbs", "sim-objects-only", model)
+    assert bad.value.status == 422

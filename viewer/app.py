@@ -19,6 +19,7 @@ import numpy as np
 
 from backend.service.client import BackendClient, BackendError
 from viewer.brain_panel import BrainPanel
+from viewer.controls_tab import ControlsTab
 from viewer.summary_tabs import ComparisonTab, RsaTab
 from viewer.encoding_tab import EncodingTab
 from viewer.model_runs import ModelRuns, reconstruction_items
@@ -235,6 +236,9 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         with gr.Tab("Encoding maps") as encoding_tab:
             encoding = EncodingTab(explorer, SURFACE_VIEWS)
 
+        with gr.Tab("Controls"):
+            controls = ControlsTab(explorer, SURFACE_VIEWS)
+
         with gr.Tab("Captioner comparison"):
             comparison = ComparisonTab(client)
 
@@ -270,6 +274,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         encoding.wire(dataset_state, encoding_tab)
         comparison.wire(dataset_state, runs.embedder, runs.generator)
         rsa.wire(dataset_state, runs.embedder)
+        controls.wire(dataset_state, runs.source, runs.embedder)
 
         def open_dataset(ds: str, generator: str | None):
             if not ds:

@@ -97,7 +97,7 @@ class ModelRuns:
                 self.status = gr.Markdown(elem_id="ctx-job-status")
                 self.cancel_button = gr.Button("Cancel running jobs", size="sm", variant="stop", scale=0, elem_id="ctx-cancel")
         self.reconstructions = gr.Gallery(
-            label="Reconstructions: images generated from each caption (stimulus first)",
+            label="Reconstructions: images generated from each caption and from the brain-decoded caption (stimulus first)",
             columns=6,
             height=230,
             allow_preview=False,
@@ -132,10 +132,17 @@ class ModelRuns:
             return [s for _, s in self.sources(ds)]
 
         def generate(ds, model, index, progress=gr.Progress()):
-            return run(lambda: client.generate_images(ds, model, sources_of(ds), [int(index)]), progress)
+            return run(lambda: client.generate_images(ds, model, sources_of(ds), [int(index)], with_decoded=True), progress)
 
         def generate_test(ds, model, progress=gr.Progress()):
-            return run(lambda: client.generate_images(ds, model, sources_of(ds), None), progress)
+            return run(lambda: client.generate_images(ds, model, sources_of(ds), None, with_decoded=True), progress)
+
+        def decode_and_reconstruct(ds, embedder, source, generator, progress=gr.Progress()):
+            """Decode, then draw every decoded caption: the brain's reconstruction of each test stimulus."""
+            summary = decode(ds, embedder, source, progress)
+            if source != "reference" or not generator or not summary.startswith("✅"):
+                return summary  # Explore shows the decoding of the reference captions
+            return summary + "  \n" + run(lambda: client.generate_images(ds, generator, [], None, with_decoded=True), progress)
 
         def after_captions(ds, index):
             try:
@@ -157,9 +164,9 @@ class ModelRuns:
             after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
         )
         self.embed_button.click(embed, [dataset_state, self.embedder, self.source], self.status)
-        self.decode_button.click(decode, [dataset_state, self.embedder, self.source], self.status).then(
+        self.decode_button.click(decode_and_reconstruct, [dataset_state, self.embedder, self.source, self.generator], self.status).then(
             after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
-        )
+        ).then(show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions)
         for button, handler, inputs in (
             (self.generate_button, generate, [dataset_state, self.generator, stimulus_state]),
             (self.generate_test_button, generate_test, [dataset_state, self.generator]),

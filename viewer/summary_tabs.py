@@ -4,9 +4,11 @@ point per captioner, the relation the mouse study reports) and RSA of regions ag
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from backend.service.client import BackendError
+from viewer.matrix_figure import rdm_figure
 from viewer.model_runs import FALLBACK_TEXT_TO_IMAGE, follow_job, job_summary
 
 COLUMNS = {
@@ -65,6 +67,27 @@ class RsaTab:
         # Points, not bars: Gradio stacks coloured bars, and a sum of correlations means nothing.
         self.plot = gr.ScatterPlot(x="region", y="mean", color="source", title="RDM correlation with each caption model", elem_id="ctx-rsa-plot")
         self.table = gr.Dataframe(label="Region x caption source", interactive=False, elem_id="ctx-rsa-table")
+        gr.Markdown(
+            "**The matrices themselves**: a region's RDM beside a caption model's, over the first 100 test stimuli "
+            "(responses averaged over repeats), ordered by clustering the brain RDM; colours are rank percentiles."
+        )
+        with gr.Row():
+            self.region = gr.Dropdown([], label="Region / area", scale=1, elem_id="ctx-rsa-region")
+            self.source = gr.Dropdown([], label="Caption source", scale=1, elem_id="ctx-rsa-source")
+        self.matrices = gr.Image(label="RDMs", type="pil", interactive=False, elem_id="ctx-rsa-rdms")
+
+    def show_matrices(self, ds, region, source, embedder_id):
+        if not (ds and region and source and embedder_id):
+            return gr.update()
+        try:
+            pair = self.client.rdms(ds, region, source, embedder_id)
+        except BackendError as err:
+            raise gr.Error(str(err)) from None
+        return rdm_figure(
+            [np.asarray(pair["brain"]), np.asarray(pair["model"])],
+            [f"brain: {region}", f"text: {source} ({embedder_id.split('/')[-1]})"],
+            footer=f"{len(pair['stimuli'])} stimuli · Spearman {pair['spearman']:.3f}",
+        )
 
     def wire(self, dataset_state, embedder) -> None:
         client = self.client
@@ -75,9 +98,22 @@ class RsaTab:
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             if job["state"] != "done":
-                return job_summary(job), gr.update(), gr.update()
+                return job_summary(job), gr.update(), gr.update(), gr.update(), gr.update()
             frame = pd.DataFrame(job["result"]["rows"])
             wide = frame.pivot(index="region", columns="source", values="mean").reset_index()
-            return f"RSA over {frame['region'].nunique()} regions in {job['elapsed_s']:.1f} s.", frame, wide
+            # Start the matrices on the best-matching pair: the one worth looking at first.
+            best = frame.loc[frame["mean"].idxmax()]
+            regions, sources = list(dict.fromkeys(frame["region"])), list(dict.fromkeys(frame["source"]))
+            return (
+                f"RSA over {frame['region'].nunique()} regions in {job['elapsed_s']:.1f} s.",
+                frame,
+                wide,
+                gr.update(choices=regions, value=best["region"]),
+                gr.update(choices=sources, value=best["source"]),
+            )
 
-        self.button.click(run, [dataset_state, embedder], [self.status, self.plot, self.table])
+        self.button.click(run, [dataset_state, embedder], [self.status, self.plot, self.table, self.region, self.source]).then(
+            self.show_matrices, [dataset_state, self.region, self.source, embedder], self.matrices
+        )
+        for choice in (self.region, self.source):
+            choice.input(self.show_matrices, [dataset_state, self.region, self.source, embedder], self.matrices)

@@ -139,9 +139,12 @@ class BackendClient:
         return self._post("/api/jobs/embed-images", {"dataset": dataset_id, "model": model})
 
     def generate_images(
-        self, dataset_id: str, model: str, sources: list[str], stimuli: list[int] | None = None, seed: int = 0
+        self, dataset_id: str, model: str, sources: list[str], stimuli: list[int] | None = None, seed: int = 0,
+        with_decoded: bool = False,
     ) -> dict:
-        body = {"dataset": dataset_id, "model": model, "sources": sources, "stimuli": stimuli, "seed": seed}
+        """Start generating images from the stimuli's captions (and, ``with_decoded``, from the
+        captions decoded from the brain where a decoding of the reference captions exists)."""
+        body = {"dataset": dataset_id, "model": model, "sources": sources, "stimuli": stimuli, "seed": seed, "with_decoded": with_decoded}
         return self._post("/api/jobs/generate-images", body)
 
     def encode(self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2") -> dict:
@@ -159,6 +162,18 @@ class BackendClient:
     def encoding_map(self, dataset_id: str, source: str, embedder: str, part: str = "r") -> np.ndarray:
         """float32 [n_units]: a fitted encoding model's map (r, fraction_of_ceiling, alpha, cv_score)."""
         return self._array(f"/api/datasets/{dataset_id}/encoding", source=source, embedder=embedder, part=part)
+
+    def controls(self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2") -> dict:
+        """Start comparing full-caption encoding with word-level controls (a job)."""
+        return self._post("/api/jobs/controls", {"dataset": dataset_id, "source": source, "embedder": embedder})
+
+    def control_difference(self, dataset_id: str, control: str, source: str, embedder: str) -> np.ndarray:
+        """float32 [n_units]: r of the full caption minus r of the control (BackendError 404 if not run)."""
+        return self._array(f"/api/datasets/{dataset_id}/controls/difference", control=control, source=source, embedder=embedder)
+
+    def rdms(self, dataset_id: str, region: str, source: str, embedder: str, n: int = 100) -> dict:
+        """{"stimuli", "brain", "model" (n x n lists), "spearman"}: a region's RDM beside a caption model's."""
+        return self._json(f"/api/datasets/{dataset_id}/rdms", region=region, source=source, embedder=embedder, n=n)
 
     def compare_captioners(self, dataset_id: str, embedder: str, text_to_image: str, sources: list[str] | None = None) -> dict:
         """Start comparing caption sources (a job whose result has one row per source)."""
@@ -189,7 +204,8 @@ class BackendClient:
         return self._post(f"/api/jobs/{job_id}/cancel")
 
     def reconstructions(self, dataset_id: str, index: int, model: str, seed: int = 0) -> list[dict]:
-        """[{source, caption, key, present}] for each caption source of the stimulus."""
+        """[{source, caption, key, present}] for each caption source of the stimulus, and for the
+        caption decoded from the brain (source "decoded from the brain") once a decoding has run."""
         return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/reconstructions", model=model, seed=seed)
 
     def output_image(self, key: str) -> bytes:

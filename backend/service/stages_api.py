@@ -26,14 +26,18 @@ from backend.stages.captions import REFERENCE, caption_sources
 from backend.stages.captions import source_captions as _source_captions
 from backend.stages.embeddings import embed_images_cached, embed_texts_cached
 from backend.stages.comparison import compare_captioners
+from backend.stages.controls import CONTROLS, cached_control_r, compare_controls, dataset_lexicon
 from backend.stages.decoding import cached_decoding, decode_captions
 from backend.stages.encoding import cached_encoding, fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached, image_keys
-from backend.stages.rsa import rsa_table
+from backend.stages.rsa import MAX_SHOWN as MAX_RDM_STIMULI
+from backend.stages.rsa import rdm_pair, rsa_table
 from backend.service.wire import array_headers
 
 router = APIRouter()
 MAX_GENERATE = 2000
+#: The source name of a reconstruction from the caption decoded from the brain (reference captions).
+DECODED = "decoded from the brain"
 
 
 class CaptionRequest(BaseModel):
@@ -65,6 +69,8 @@ class GenerateRequest(BaseModel):
     sources: list[str] = Field(default_factory=lambda: [REFERENCE], description="caption sources to draw from")
     stimuli: list[int] | None = Field(None, description="stimulus rows; default: the test split")
     seed: int = 0
+    with_decoded: bool = Field(False, description="also the captions decoded from the brain, where a decoding exists")
+    decoded_embedder: str = Field(DEFAULTS["text_embedder"], description="the text embedder of that decoding")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -101,6 +107,15 @@ def complete_sources(s: Services, ds: Dataset, requested: list[str] | None) -> l
             complete_captions(s, ds, source)
         return requested
     return [source for source in caption_sources(ds, s.store) if all(t is not None for t in source_captions(s, ds, source))]
+
+
+def decoded_captions(s: Services, ds: Dataset, embedder: str, source: str = REFERENCE) -> dict[int, str]:
+    """Test row -> the caption decoded from the brain, for a decoding that has run (else empty)."""
+    try:
+        result = cached_decoding(ds, source, embedder, s.store)
+    except LookupError:  # the source is not complete: nothing can have been decoded from it
+        return {}
+    return {} if result is None else {int(row): entry["caption"] for row, entry in result["stimuli"].items()}
 
 
 def _run(job: Job, work) -> dict:
@@ -177,6 +192,9 @@ def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> d
     for source in request.sources:
         texts = source_captions(s, ds, source)
         prompts += [texts[i] for i in rows if texts[i]]
+    if request.with_decoded:
+        decoded = decoded_captions(s, ds, request.decoded_embedder)
+        prompts += [decoded[i] for i in rows if i in decoded]
     if not prompts:
         raise HTTPException(422, "no captions to generate from: caption the stimuli first")
     if len(prompts) > MAX_GENERATE:
@@ -310,6 +328,73 @@ def rsa_job(request: RsaRequest, s: Services = Depends(services)) -> dict:
     return s.jobs.submit("rsa", request.model_dump(), work).as_dict()
 
 
+@router.post("/api/jobs/controls", summary="Full captions against word-level controls (word average, nouns, verbs)")
+def controls_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    _model(request.embedder, "text_embedder")
+    complete_captions(s, ds, request.source)
+
+    def work(job: Job) -> dict:
+        summary = _run(
+            job,
+            lambda: compare_controls(
+                ds, request.source, request.embedder, store=s.store, pool=s.pool, lexicon=dataset_lexicon(ds), report=job.report
+            ),
+        )
+        return {"dataset": ds.id, "source": request.source, "controls": summary}
+
+    return s.jobs.submit("controls", request.model_dump(), work).as_dict()
+
+
+@router.get(
+    "/api/datasets/{dataset_id}/controls/difference",
+    summary="Per-unit r of the full caption minus r of a control: float32 bytes",
+    response_class=Response,
+)
+def control_difference(
+    dataset_id: str,
+    control: str = Query(..., pattern="^(" + "|".join(CONTROLS) + ")$"),
+    source: str = REFERENCE,
+    embedder: str = DEFAULTS["text_embedder"],
+    s: Services = Depends(services),
+) -> Response:
+    ds = s.dataset(dataset_id)
+    try:
+        full = cached_encoding(ds, source, embedder, store=s.store)
+        other = cached_control_r(ds, source, embedder, control, s.store, lexicon=dataset_lexicon(ds))
+    except LookupError as err:
+        raise HTTPException(422, str(err.args[0])) from None
+    if full is None or other is None:
+        raise HTTPException(404, f"no {control} control of {source!r} captions by {embedder} yet; run a controls job first")
+    values = np.asarray(full.r - other, dtype="<f4")
+    return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
+
+
+@router.get("/api/datasets/{dataset_id}/rdms", summary="The RDMs of a region and of a caption source's embeddings, to display")
+def rdms(
+    dataset_id: str,
+    region: str,
+    source: str = REFERENCE,
+    embedder: str = DEFAULTS["text_embedder"],
+    n: int = Query(100, ge=3, le=MAX_RDM_STIMULI),
+    s: Services = Depends(services),
+) -> dict:
+    ds = s.dataset(dataset_id)
+    _model(embedder, "text_embedder")
+    try:
+        pair = rdm_pair(ds, region, source, embedder, store=s.store, pool=s.pool, n=n)
+    except LookupError as err:
+        raise HTTPException(422, str(err.args[0])) from None
+    return {
+        "region": region,
+        "source": source,
+        "stimuli": [int(i) for i in pair["stimuli"]],
+        "brain": np.round(pair["brain"], 4).tolist(),
+        "model": np.round(pair["model"], 4).tolist(),
+        "spearman": round(pair["spearman"], 4),
+    }
+
+
 class TextToBrainRequest(BaseModel):
     text: str = Field(..., min_length=1, max_length=1000)
     source: str = REFERENCE
@@ -394,14 +479,18 @@ def reconstructions(
     index: int,
     model: str = Query(..., description="text-to-image model id"),
     seed: int = 0,
+    decoded_embedder: str = Query(DEFAULTS["text_embedder"], description="text embedder of the brain decoding to include"),
     s: Services = Depends(services),
 ) -> list[dict]:
     ds = s.dataset(dataset_id)
     i = stimulus_row(ds, index)
     spec = _model(model, "text_to_image")
+    texts = [(source, source_captions(s, ds, source)[i]) for source in caption_sources(ds, s.store)]
+    decoded = decoded_captions(s, ds, decoded_embedder).get(i)
+    if decoded:
+        texts.append((DECODED, decoded))
     out = []
-    for source in caption_sources(ds, s.store):
-        text = source_captions(s, ds, source)[i]
+    for source, text in texts:
         if not text:
             continue
         key = image_keys([text], spec.id, seed=seed)[0]

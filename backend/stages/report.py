@@ -22,7 +22,7 @@ from backend.analysis.ridge import fit_ridge_cv
 from backend.cache import Store
 from backend.data.schema import Dataset
 from backend.stages.captions import REFERENCE, caption_dataset, source_captions
-from backend.stages.controls import compare_controls
+from backend.stages.controls import compare_controls, dataset_lexicon
 from backend.stages.embeddings import embed_texts_cached
 from backend.stages.encoding import fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached
@@ -101,7 +101,7 @@ def analyze(
     }
 
     say("controls", 0.9)
-    report["controls"] = compare_controls(ds, captioner, embedder, store=store, pool=pool)
+    report["controls"] = compare_controls(ds, captioner, embedder, store=store, pool=pool, lexicon=dataset_lexicon(ds))
 
     if ds.truth:
         report["truth_recovery"] = _truth_recovery(ds, encoding.r, labels, names)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.analysis.rsa import rsa_over_subsets
+from scipy.cluster.hierarchy import leaves_list, linkage
+
+from backend.analysis.rsa import compare_rdms, rdm, rsa_over_subsets, upper
 from backend.cache import Store
 from backend.data.schema import Dataset
 from backend.stages.embeddings import embed_texts_cached
@@ -44,3 +46,38 @@ def rsa_table(
     if report:
         report(len(regions), len(regions), "done")
     return rows
+
+
+#: At most this many stimuli in a displayed RDM (a 200 x 200 matrix is still readable).
+MAX_SHOWN = 200
+
+
+def rdm_pair(ds: Dataset, region: str, source: str, embedder: str, *, store: Store, pool, n: int = 100) -> dict:
+    """The RDMs of one region and of one caption source's embeddings over the same stimuli, to look at.
+
+    Stimuli: the first ``n`` test stimuli (their responses are means of repeats, the least noisy),
+    or the first ``n`` of all stimuli when there is no test split; ordered by average-linkage
+    clustering of the brain RDM so that its structure shows, the model RDM in the same order.
+    Returns {"stimuli": int [n], "brain": float64 [n, n], "model": float64 [n, n], "spearman": float}.
+    Raises LookupError for an unknown region or an incomplete caption source.
+    """
+    labels, names = unit_regions(ds)
+    names = [str(name) for name in names]
+    if region not in names[1:] or not (labels == names.index(region)).any():
+        raise LookupError(f"no region {region!r}; this dataset has {[x for x in names[1:]]}")
+    if not 3 <= n <= MAX_SHOWN:
+        raise ValueError(f"n must be between 3 and {MAX_SHOWN}, not {n}")
+    pool_rows = ds.stimuli.indices("test")
+    if len(pool_rows) < 3:
+        pool_rows = np.arange(ds.n_stimuli)
+    rows = pool_rows[:n]
+    embeddings = embed_texts_cached([_complete_captions(ds, source, store)[i] for i in rows], embedder, store=store, pool=pool)
+    brain = rdm(np.asarray(ds.responses[rows][:, labels == names.index(region)], np.float32))
+    model = rdm(embeddings)
+    order = leaves_list(linkage(np.clip(upper(brain), 0, None), method="average"))
+    return {
+        "stimuli": rows[order],
+        "brain": brain[np.ix_(order, order)],
+        "model": model[np.ix_(order, order)],
+        "spearman": compare_rdms(brain, model),
+    }

@@ -141,6 +141,21 @@ def list_phrase(phrases: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
+def word_classes() -> dict[str, str]:
+    """The grammar's exact lexicon, word or phrase -> word class, for the word-level controls
+    (``backend.analysis.controls.keep_word_classes``): names and backgrounds are nouns, sizes
+    adjectives, relations and the backgrounds' leading words prepositions. The grammar has no verbs.
+    """
+    lexicon = {name: "noun" for name in pictograms.NAMES}
+    lexicon.update({size: "adjective" for size in SIZES})
+    lexicon.update({relation: "preposition" for relation in RELATIONS})
+    for name, phrase in BACKGROUNDS.items():
+        lexicon[name] = "noun"
+        lexicon[phrase.split()[0]] = "preposition"  # "in", "under", "on", "at"
+    lexicon.update({"a": "function", "an": "function", "and": "function"})
+    return lexicon
+
+
 def caption(scene: Scene) -> str:
     """The reference caption, e.g. 'a small dog to the left of a large car on a beach'."""
     nps = [noun_phrase(o) for o in scene.objects]

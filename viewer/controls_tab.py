@@ -1,0 +1,109 @@
+"""The "Controls" tab (Doerig et al.): does the caption as a whole predict the brain better than its
+words do? The encoding model of the full caption is compared, unit by unit, with the same model
+fitted on the mean of the caption's word embeddings, on its nouns only and on its verbs only.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from backend.service.client import BackendError
+from viewer.brain_panel import BrainPanel
+from viewer.model_runs import follow_job, job_summary
+from viewer.mouse_panel import MousePanel
+
+CONTROL_LABELS = {"word-average": "mean of word embeddings", "nouns": "nouns only", "verbs": "verbs only"}
+
+
+def control_rows(summary: dict) -> pd.DataFrame:
+    """One row per (region, control): mean r difference (full - control) and fraction of units
+    where the full caption wins; an "all units" row per control first."""
+    rows = []
+    for control, result in summary.items():
+        label = CONTROL_LABELS.get(control, control)
+        rows.append({"region": "all units", "control": label, "mean_difference": result["mean_difference"],
+                     "fraction_full_better": result["fraction_a_better"]})
+        for region, values in result["regions"].items():
+            rows.append({"region": region, "control": label, "mean_difference": values["mean_difference"],
+                         "fraction_full_better": values["fraction_a_better"]})
+    frame = pd.DataFrame(rows)
+    return frame.round({"mean_difference": 4, "fraction_full_better": 3})
+
+
+def coverage_note(summary: dict) -> str:
+    notes = []
+    for control, result in summary.items():
+        if "captions_with_words" in result:
+            share = result["captions_with_words"]
+            warn = " — too few for this control to mean anything" if share < 0.2 else ""
+            notes.append(f"{CONTROL_LABELS[control]}: {share:.0%} of captions have any{warn}")
+    return "  \n".join(notes)
+
+
+class ControlsTab:
+    """Create inside a ``gr.Tab``; then :meth:`wire`. ``explorer`` is the page's Explorer."""
+
+    def __init__(self, explorer, surface_views) -> None:
+        self.explorer = explorer
+        gr.Markdown(
+            "The encoding model of the full caption embedding against the same model fitted on word-level controls: "
+            "the **mean of the caption's word embeddings** (order and syntax removed), its **nouns only** and its "
+            "**verbs only**. Positive differences: the whole caption predicts the unit better than its words do. "
+            "Uses the captions and text embedder chosen under *Run models*."
+        )
+        with gr.Row():
+            self.button = gr.Button("Compare with word-level controls", scale=1, elem_id="ctx-controls-run")
+            self.control = gr.Radio(
+                [(label, key) for key, label in CONTROL_LABELS.items()], value="word-average", label="Map: full caption r minus", scale=3
+            )
+        self.status = gr.Markdown(elem_id="ctx-controls-status")
+        self.plot = gr.ScatterPlot(
+            x="region", y="mean_difference", color="control", title="Mean r difference, full caption − control", elem_id="ctx-controls-plot"
+        )
+        self.table = gr.Dataframe(label="Per region and control", interactive=False, elem_id="ctx-controls-table")
+        with gr.Group(visible=True) as self.brain_group:
+            self.brain = BrainPanel(label="r(full caption) − r(control) on the inflated cortex", views=surface_views, elem_id="ctx-controls-brain")
+        with gr.Group(visible=False) as self.mouse_group:
+            self.mouse = MousePanel(label="r(full caption) − r(control) per neuron", elem_id="ctx-controls-mouse")
+
+    def show_map(self, ds: str, control: str, source: str, embedder: str):
+        """(brain update, mouse update, brain group, mouse group) for one control's difference map."""
+        explorer, client = self.explorer, self.explorer.client
+        try:
+            values = client.control_difference(ds, control, source, embedder)
+        except BackendError as err:
+            if err.status == 404:
+                return gr.update(), gr.update(), gr.update(), gr.update()
+            raise gr.Error(str(err)) from None
+        values = explorer.shown_values(ds, values.astype(np.float32))
+        finite = values[np.isfinite(values)]
+        vmax = float(np.nanpercentile(np.abs(finite), 99.5)) if finite.size else 1.0
+        title = f"r(full) − r({CONTROL_LABELS[control]}) · {source} captions · {embedder.split('/')[-1]}"
+        if explorer.unit_space(ds)["kind"] == "surface":
+            static = explorer.surface_static(self.brain, ds)
+            update = self.brain.values_update(values, title, static=static, vmax=vmax, cbar_label="Δr")
+            return update, gr.update(), gr.update(visible=True), gr.update(visible=False)
+        static = self.mouse.static_payload(explorer.unit_space(ds))
+        update = self.mouse.values_update(values, title, static=static, vmax=vmax, cbar_label="Δr")
+        return gr.update(), update, gr.update(visible=False), gr.update(visible=True)
+
+    def wire(self, dataset_state, source, embedder) -> None:
+        client = self.explorer.client
+        map_outputs = [*self.brain.outputs, *self.mouse.outputs, self.brain_group, self.mouse_group]
+
+        def run(ds, control, source_id, embedder_id, progress=gr.Progress()):
+            try:
+                job = follow_job(client, client.controls(ds, source_id, embedder_id), progress)
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            if job["state"] != "done":
+                return job_summary(job), gr.update(), gr.update(), *[gr.update()] * 4
+            summary = job["result"]["controls"]
+            frame = control_rows(summary)
+            status = f"Compared {len(summary)} controls in {job['elapsed_s']:.1f} s ({source_id} captions).  \n{coverage_note(summary)}"
+            return status, frame, frame, *self.show_map(ds, control, source_id, embedder_id)
+
+        self.button.click(run, [dataset_state, self.control, source, embedder], [self.status, self.plot, self.table, *map_outputs])
+        self.control.input(self.show_map, [dataset_state, self.control, source, embedder], map_outputs)
