@@ -139,7 +139,7 @@ def test_models_run_as_jobs_from_the_page_with_a_progress_bar(explorer_url, tmp_
         page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
         browser.close()
 
-    assert "sim-objects-only" in caption_status and "captioned: 1100" in caption_status
+    assert "sim-objects-only" in caption_status and "captioned: 1200" in caption_status
     assert "all-MiniLM-L6-v2" in embed_status and "dim: 384" in embed_status
 
 
@@ -185,3 +185,104 @@ def test_imported_datasets_open_in_the_viewer(explorer_url, imported_datasets, k
         page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
         browser.close()
     assert "stimuli" in info and not errors, errors
+
+
+def renders(selector: str) -> str:
+    """A JS condition: the canvas panel under ``selector`` has drawn at least once."""
+    return f"(+document.querySelector('{selector}')?.dataset.renders || 0) > 0"
+
+
+def status_says(selector: str, text: str) -> str:
+    return f"document.querySelector('{selector}')?.innerText.includes({text!r})"
+
+
+def text_of(page, selector: str) -> str:
+    return page.inner_text(selector)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_every_panel_is_populated(explorer_url, tmp_path):
+    """Each analysis runs from its panel on the default demo world and its panel fills in:
+    decoded caption and reconstruction from the brain in Explore, encoding map, text -> brain,
+    controls, captioner comparison, RSA matrices, planted truth."""
+    from playwright.sync_api import sync_playwright
+
+    shots = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1500})
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(explorer_url)
+        page.wait_for_function(renders("#ctx-brain .ctx-brain"), timeout=120_000)
+
+        # Explore: a test stimulus, its caption and image decoded from the brain.
+        page.locator("#ctx-split").get_by_text("test", exact=True).click()
+        page.wait_for_function(status_says("#ctx-page", "test"), timeout=30_000)
+        page.locator("#ctx-gallery img").nth(0).click()
+        page.wait_for_function(status_says("#ctx-stimulus-title", "test"), timeout=30_000)
+        page.locator("#ctx-runs").get_by_text("Run models").first.click()
+        page.click("#ctx-decode-run")
+        page.wait_for_function(status_says("#ctx-job-status", "generate-images finished"), timeout=300_000)
+        page.wait_for_function(status_says("#ctx-captions", "Decoded from the brain"), timeout=30_000)
+        page.wait_for_function(
+            "[...document.querySelectorAll('#ctx-reconstructions img')].some(i => (i.alt || i.closest('button')?.innerText || '').includes('decoded from the brain'))"
+            " || document.querySelector('#ctx-reconstructions')?.innerText.includes('decoded from the brain')",
+            timeout=30_000,
+        )
+        decoded_row = page.inner_text("#ctx-captions")
+        shots["explore"] = tmp_path / "explore.png"
+        page.screenshot(path=str(shots["explore"]), full_page=True)
+
+        # Encoding maps and text -> brain.
+        page.get_by_role("tab", name="Encoding maps").click()
+        page.click("#ctx-enc-fit")
+        page.wait_for_function(status_says("#ctx-enc-status", "encode finished"), timeout=300_000)
+        page.wait_for_function(renders("#ctx-enc-brain .ctx-brain"), timeout=60_000)
+        page.fill("#ctx-t2b-text textarea", "a large dog to the left of a small cat in a grassy field")
+        page.press("#ctx-t2b-text textarea", "Enter")
+        page.wait_for_function(renders("#ctx-t2b-brain .ctx-brain"), timeout=60_000)
+        shots["encoding"] = tmp_path / "encoding.png"
+        page.screenshot(path=str(shots["encoding"]), full_page=True)
+
+        # Controls: full caption against word-level controls.
+        page.get_by_role("tab", name="Controls").click()
+        page.click("#ctx-controls-run")
+        page.wait_for_function(status_says("#ctx-controls-status", "Compared 3 controls"), timeout=300_000)
+        page.wait_for_function(renders("#ctx-controls-brain .ctx-brain"), timeout=60_000)
+        controls_table = text_of(page, "#ctx-controls-table")
+        shots["controls"] = tmp_path / "controls.png"
+        page.screenshot(path=str(shots["controls"]), full_page=True)
+
+        # Captioner comparison: one point per caption source.
+        page.get_by_role("tab", name="Captioner comparison").click()
+        page.click("#ctx-compare-run")
+        page.wait_for_function(status_says("#ctx-compare-status", "Compared"), timeout=480_000)
+        compare_table = text_of(page, "#ctx-compare-table")
+        page.wait_for_selector("#ctx-compare-plot canvas, #ctx-compare-plot svg", timeout=30_000)
+        shots["comparison"] = tmp_path / "comparison.png"
+        page.screenshot(path=str(shots["comparison"]), full_page=True)
+
+        # RSA: the table and the matrices.
+        page.get_by_role("tab", name="RSA").click()
+        page.click("#ctx-rsa-run")
+        page.wait_for_function(status_says("#ctx-rsa-status", "RSA over"), timeout=300_000)
+        page.wait_for_selector("#ctx-rsa-rdms img", timeout=60_000)
+        rsa_table = text_of(page, "#ctx-rsa-table")
+        shots["rsa"] = tmp_path / "rsa.png"
+        page.screenshot(path=str(shots["rsa"]), full_page=True)
+
+        # Planted truth.
+        page.get_by_role("tab", name="Planted truth").click()
+        page.wait_for_function(renders("#ctx-truth-brain .ctx-brain"), timeout=60_000)
+        browser.close()
+
+    assert "cosine" in decoded_row, "the decoded caption comes with its similarity to the reference"
+    regions = ("EVC", "animate", "food", "place", "caption")
+    assert all(word in controls_table for word in (*regions, "mean of word embeddings", "nouns only", "verbs only"))
+    assert all(source in compare_table for source in ("reference", "sim-objects-only", "sim-one-object", "sim-noisy-words"))
+    assert all(region in rsa_table for region in regions)
+    assert all(path.stat().st_size > 30_000 for path in shots.values())
+    assert not errors, errors
+    print("screenshots:", *shots.values())

@@ -103,18 +103,21 @@ class Explorer:
             f"<span class='ctx-note'>{html.escape(d['description'])}</span>"
         )
 
-    def gallery_page(self, dataset_id: str, query: str, offset: int) -> tuple[list, list[int], str, int]:
-        """(gallery items, stimulus indices on the page, page label, clamped offset)."""
-        page = self.client.stimuli(dataset_id, query=query.strip(), offset=offset, limit=PAGE_SIZE)
+    def gallery_page(self, dataset_id: str, query: str, offset: int, split: str = "all") -> tuple[list, list[int], str, int]:
+        """(gallery items, stimulus indices on the page, page label, clamped offset); ``split`` is
+        "all", "train" or "test"."""
+        which = None if split == "all" else split
+        page = self.client.stimuli(dataset_id, query=query.strip(), split=which, offset=offset, limit=PAGE_SIZE)
         if page["total"] and offset >= page["total"]:
             offset = max(0, (page["total"] - 1) // PAGE_SIZE * PAGE_SIZE)
-            page = self.client.stimuli(dataset_id, query=query.strip(), offset=offset, limit=PAGE_SIZE)
+            page = self.client.stimuli(dataset_id, query=query.strip(), split=which, offset=offset, limit=PAGE_SIZE)
         items = [(self.thumbnail(dataset_id, it["index"]), f"#{it['index']} {it['caption'] or it['id']}") for it in page["items"]]
         indices = [it["index"] for it in page["items"]]
         if page["total"]:
-            label = f"{offset + 1}-{offset + len(indices)} of {page['total']:,}" + (f" matching “{query.strip()}”" if query.strip() else "")
+            label = f"{offset + 1}-{offset + len(indices)} of {page['total']:,}" + ("" if which is None else f" {which}")
+            label += f" matching “{query.strip()}”" if query.strip() else ""
         else:
-            label = f"no stimulus matches “{query.strip()}”"
+            label = f"no {which or ''} stimulus matches “{query.strip()}”".replace("  ", " ")
         return items, indices, label, offset
 
     def thumbnail(self, dataset_id: str, index: int):
@@ -210,6 +213,10 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                         search = gr.Textbox(
                             label="Search captions", placeholder="e.g. dog left of", scale=4, elem_id="ctx-search", submit_btn=True
                         )
+                        split_choice = gr.Radio(
+                            ["all", "train", "test"], value="all", label="Split", scale=2, elem_id="ctx-split",
+                            info="test: decoded captions and reconstructions from the brain",
+                        )
                     gallery = gr.Gallery(
                         label="Stimuli", columns=4, height=520, allow_preview=False, object_fit="contain", elem_id="ctx-gallery"
                     )
@@ -297,6 +304,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                 label,
                 offset,
                 "",
+                "all",
                 gr.update(visible=kind == "surface"),
                 gr.update(visible=kind == "neurons"),
                 gr.update(choices=list(truth), value=None),
@@ -313,6 +321,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             page_label,
             offset_state,
             search,
+            split_choice,
             brain_group,
             mouse_group,
             truth_choice,
@@ -322,17 +331,19 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         app.load(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs)
         dataset_box.input(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs)
 
-        def turn_page(ds: str, query: str, offset: int, step: int):
+        def turn_page(ds: str, query: str, split: str, offset: int, step: int):
             try:
-                items, indices, label, offset = explorer.gallery_page(ds, query or "", max(0, offset + step * PAGE_SIZE))
+                items, indices, label, offset = explorer.gallery_page(ds, query or "", max(0, offset + step * PAGE_SIZE), split or "all")
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             return items, indices, label, offset
 
         page_outputs = [gallery, page_state, page_label, offset_state]
-        search.submit(lambda ds, q: turn_page(ds, q, 0, 0), inputs=[dataset_state, search], outputs=page_outputs)
-        prev_button.click(lambda ds, q, o: turn_page(ds, q, o, -1), inputs=[dataset_state, search, offset_state], outputs=page_outputs)
-        next_button.click(lambda ds, q, o: turn_page(ds, q, o, +1), inputs=[dataset_state, search, offset_state], outputs=page_outputs)
+        query_inputs = [dataset_state, search, split_choice]
+        search.submit(lambda ds, q, sp: turn_page(ds, q, sp, 0, 0), inputs=query_inputs, outputs=page_outputs)
+        split_choice.input(lambda ds, q, sp: turn_page(ds, q, sp, 0, 0), inputs=query_inputs, outputs=page_outputs)
+        prev_button.click(lambda ds, q, sp, o: turn_page(ds, q, sp, o, -1), inputs=[*query_inputs, offset_state], outputs=page_outputs)
+        next_button.click(lambda ds, q, sp, o: turn_page(ds, q, sp, o, +1), inputs=[*query_inputs, offset_state], outputs=page_outputs)
 
         def select_stimulus(ds: str, indices: list[int], generator: str | None, event: gr.SelectData):
             if not indices or event.index is None or event.index >= len(indices):
