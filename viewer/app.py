@@ -22,6 +22,7 @@ from viewer.brain_panel import BrainPanel
 from viewer.controls_tab import ControlsTab
 from viewer.summary_tabs import ComparisonTab, RsaTab
 from viewer.encoding_tab import EncodingTab
+from viewer.manifold_panel import ManifoldPanel
 from viewer.model_runs import ModelRuns, reconstruction_items
 from viewer.mouse_panel import MousePanel
 
@@ -239,6 +240,8 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                         )
                     with gr.Group(visible=False) as mouse_group:
                         mouse = MousePanel(label="Neural responses on the dorsal visual areas", elem_id="ctx-mouse")
+                    with gr.Accordion("Manifolds: brain responses and caption embeddings (UMAP)", open=True):
+                        manifolds = ManifoldPanel(client)
 
         with gr.Tab("Encoding maps") as encoding_tab:
             encoding = EncodingTab(explorer, SURFACE_VIEWS)
@@ -282,6 +285,8 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         comparison.wire(dataset_state, runs.embedder, runs.generator)
         rsa.wire(dataset_state, runs.embedder)
         controls.wire(dataset_state, runs.source, runs.embedder)
+        manifolds.wire(dataset_state, stimulus_state, runs.embedder)
+        manifold_inputs = [dataset_state, stimulus_state, runs.embedder, manifolds.region]
 
         def open_dataset(ds: str, generator: str | None):
             if not ds:
@@ -328,8 +333,12 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             runs.source,
             *stimulus_outputs,
         ]
-        app.load(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs)
-        dataset_box.input(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs)
+        app.load(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs).then(
+            manifolds.render, manifold_inputs, manifolds.image, show_progress="hidden"
+        )
+        dataset_box.input(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs).then(
+            manifolds.region_choices, [dataset_state, manifolds.region], manifolds.region
+        ).then(manifolds.render, manifold_inputs, manifolds.image, show_progress="hidden")
 
         def turn_page(ds: str, query: str, split: str, offset: int, step: int):
             try:
@@ -355,7 +364,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
 
         gallery.select(
             select_stimulus, inputs=[dataset_state, page_state, runs.generator], outputs=stimulus_outputs, show_progress="hidden"
-        )
+        ).then(manifolds.render, manifold_inputs, manifolds.image, show_progress="hidden")
 
         def show_truth(ds: str, name: str | None):
             if not name:

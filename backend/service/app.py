@@ -18,7 +18,7 @@ from backend.data import catalog
 from backend.data.schema import DatasetError
 from backend.models.registry import UnknownModel
 from backend.models.weights import ModelUnavailable
-from backend.service import datasets_api, models_api, stages_api
+from backend.service import datasets_api, manifolds_api, models_api, stages_api
 from backend.service.state import Services
 
 log = logging.getLogger("cortextual.backend")
@@ -31,6 +31,7 @@ def create_app(prepare_demo: bool = True) -> FastAPI:
     app.include_router(datasets_api.router)
     app.include_router(models_api.router)
     app.include_router(stages_api.router)
+    app.include_router(manifolds_api.router)
 
     @app.exception_handler(DatasetError)
     async def _dataset_error(_: Request, err: DatasetError) -> JSONResponse:

@@ -211,3 +211,32 @@ class BackendClient:
     def output_image(self, key: str) -> bytes:
         """PNG bytes of a generated image."""
         return self._get(f"/api/outputs/images/{key}").content
+
+    # -- manifolds -----------------------------------------------------------------------------
+    def compute_manifolds(
+        self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2", region: str | None = None
+    ) -> dict:
+        """Start the manifolds job (UMAP of the brain responses and of the caption embeddings)."""
+        body = {"dataset": dataset_id, "source": source, "embedder": embedder, "region": region or None}
+        return self._post("/api/jobs/manifolds", body)
+
+    def manifolds(
+        self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2", region: str | None = None
+    ) -> dict:
+        """The cached maps (BackendError 404 if the job has not run): {dataset, source, embedder,
+        region, n_units, indices int32 [n], brain float32 [n, 2], text float32 [n, 2] (aligned onto
+        brain), categories / groups: list[str | None] [n] or None, trustworthiness {brain, text},
+        shared_neighbours, chance, params}."""
+        payload = self._json(f"/api/datasets/{dataset_id}/manifolds", source=source, embedder=embedder, region=region or None)
+        for key in ("indices", "brain", "text"):
+            payload[key] = decode_array(payload[key])
+        for key in ("categories", "groups"):
+            coded = payload.get(key)
+            if coded is not None:
+                names = coded["names"]
+                payload[key] = [names[c] if c >= 0 else None for c in decode_array(coded["codes"]).tolist()]
+        return payload
+
+    def manifold_regions(self, dataset_id: str) -> list[dict]:
+        """[{name, units}]: the regions (ROIs or areas) a brain map can be drawn from."""
+        return self._json(f"/api/datasets/{dataset_id}/manifolds/regions")
