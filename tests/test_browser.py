@@ -204,7 +204,7 @@ def text_of(page, selector: str) -> str:
 @pytest.mark.slow
 def test_every_panel_is_populated(explorer_url, tmp_path):
     """Each analysis runs from its panel on the default demo world and its panel fills in:
-    decoded caption and reconstruction from the brain in Explore, encoding map, text -> brain,
+    decoded caption, reconstruction from the brain and manifolds in Explore, encoding map, text -> brain,
     controls, captioner comparison, RSA matrices, planted truth."""
     from playwright.sync_api import sync_playwright
 
@@ -232,6 +232,18 @@ def test_every_panel_is_populated(explorer_url, tmp_path):
             timeout=30_000,
         )
         decoded_row = page.inner_text("#ctx-captions")
+
+        # Manifolds: computed once, then the ringed point follows the selection.
+        page.click("#ctx-manifold-run")
+        page.wait_for_function(status_says("#ctx-manifold-status", "Mapped"), timeout=300_000)
+        page.wait_for_selector("#ctx-manifold img", timeout=30_000)
+        manifold_before = page.get_attribute("#ctx-manifold img", "src")
+        page.locator("#ctx-gallery img").nth(1).click()
+        page.wait_for_function(
+            "(before) => { const i = document.querySelector('#ctx-manifold img'); return i && i.src !== before; }",
+            arg=manifold_before,
+            timeout=30_000,
+        )
         shots["explore"] = tmp_path / "explore.png"
         page.screenshot(path=str(shots["explore"]), full_page=True)
 
