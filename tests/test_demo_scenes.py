@@ -293,6 +293,6 @@ def test_captioners_are_graded():
     assert f1["sim-reference"] == f1["sim-objects-only"] == 1.0
     assert 1.0 > f1["sim-one-object"] > f1["sim-noisy-words"] + 0.05
     # More noise, less truth.
-    noisier = [captioners.simulated_caption("sim-noisy-words", s, i, rate=0.9)
+    noisier = [captioners.simulated_caption("sim-noisy-words", s, i, rate=0.99)
                for i, s in enumerate(sampled)]
     assert np.mean([_category_f1(t, s) for t, s in zip(noisier, sampled)]) < f1["sim-noisy-words"]

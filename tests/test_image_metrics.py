@@ -25,6 +25,7 @@ from backend.analysis.image_metrics import (
     rgb_to_gray,
     ssim,
     to_float_images,
+    paired_similarity,
     top1_identification,
     two_way_identification,
 )
@@ -256,3 +257,23 @@ def test_top1_and_two_way_agree_per_item():
         two_way_identification(pred[:1], true[:1])
     with pytest.raises(ValueError):
         two_way_identification(pred, true, "euclid")
+
+
+def test_paired_similarity_is_the_diagonal_of_the_identification_similarities():
+    rng = np.random.default_rng(3)
+    true = rng.normal(size=(12, 3, 5))  # features of any shape, flattened per item
+    pred = true + rng.normal(scale=0.8, size=true.shape)
+    p, t = pred.reshape(12, -1), true.reshape(12, -1)
+    cos = np.diag(p @ t.T) / (np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1))
+    np.testing.assert_allclose(paired_similarity(pred, true), cos, rtol=1e-12)
+    pearson = [np.corrcoef(a, b)[0, 1] for a, b in zip(p, t, strict=True)]
+    np.testing.assert_allclose(paired_similarity(pred, true, "pearson"), pearson, rtol=1e-12)
+    # An unreadable item (zero features) has similarity 0, not NaN; a scaled copy has 1.
+    pred[0] = 0
+    out = paired_similarity(pred, true)
+    assert out[0] == 0 and np.isfinite(out).all()
+    assert paired_similarity(3 * true, true) == pytest.approx(np.ones(12))
+    with pytest.raises(ValueError):
+        paired_similarity(pred[:3], true)
+    with pytest.raises(ValueError):
+        paired_similarity(pred, true, "euclid")

@@ -43,6 +43,20 @@ def test_retrieve_finds_nearest_by_cosine_and_can_exclude_self():
     np.testing.assert_array_equal(retrieve(predicted, corpus, top=1, exclude=np.array([0, -1])), [[1], [3]])
 
 
+def test_centred_retrieval_undoes_shrinkage_towards_the_corpus_mean():
+    """Ridge predictions shrink towards the mean embedding: uncentred cosine then keeps returning
+    the corpus entry nearest the mean (a hub); centred retrieval finds each item's own entry."""
+    rng = np.random.default_rng(5)
+    mean = 3 * rng.normal(size=16)
+    corpus = mean + rng.normal(size=(50, 16))
+    corpus[0] = mean + 0.05 * rng.normal(size=16)  # the hub
+    shrunk = mean + 0.2 * (corpus[1:] - mean)  # predictions of items 1..49, pulled to the mean
+    plain = retrieve(shrunk, corpus)[:, 0]
+    centred = retrieve(shrunk, corpus, centred=True)[:, 0]
+    assert np.mean(plain == 0) > 0.5, "most predictions retrieve the hub"
+    np.testing.assert_array_equal(centred, np.arange(1, 50))
+
+
 def test_identification_perfect_random_and_brute_force():
     rng = np.random.default_rng(3)
     true = rng.normal(size=(40, 16))

@@ -15,8 +15,11 @@ COLUMNS = {
     "source": "captioner",
     "encoding_r": "encoding r (signal units)",
     "two_way": "decoding 2-way",
+    "image_two_way": "reconstruction 2-way (image embedding)",
+    "image_similarity": "reconstruction similarity (image embedding)",
     "pixcorr": "reconstruction PixCorr",
     "ssim": "reconstruction SSIM",
+    "image_embedder": "image embedder",
 }
 
 
@@ -28,12 +31,18 @@ class ComparisonTab:
         gr.Markdown(
             "For every captioner that has captioned the dataset: how well its captions' embeddings predict the brain "
             "(mean test r of the encoding model over units with explainable variance), and how well images "
-            "reconstructed *from the brain* through its text space match the stimuli (decoded caption → text-to-image; "
-            "PixCorr, SSIM). Uses the text embedder and text-to-image model chosen under *Run models*."
+            "reconstructed *from the brain* through its text space match the stimuli (decoded caption → text-to-image): "
+            "embedding 2-way identification (is a reconstruction closer to its own stimulus than to another, in an image "
+            "embedder's space: CLIP when its weights are here, on the demo world its simulated scene reader) and the pixel "
+            "metrics PixCorr and SSIM, which mostly measure background and layout. Uses the text embedder and "
+            "text-to-image model chosen under *Run models*."
         )
         self.button = gr.Button("Compare captioners", elem_id="ctx-compare-run")
         self.status = gr.Markdown(elem_id="ctx-compare-status")
-        self.plot = gr.ScatterPlot(x="encoding_r", y="pixcorr", color="source", title="Encoding accuracy vs reconstruction quality", elem_id="ctx-compare-plot")
+        self.plot = gr.ScatterPlot(
+            x="encoding_r", y="image_two_way", color="source", title="Encoding accuracy vs reconstruction quality (image-embedding 2-way)",
+            elem_id="ctx-compare-plot",
+        )
         self.table = gr.Dataframe(label="Per captioner", interactive=False, elem_id="ctx-compare-table")
 
     def wire(self, dataset_state, embedder, generator) -> None:
@@ -47,7 +56,14 @@ class ComparisonTab:
             if job["state"] != "done":
                 return job_summary(job), gr.update(), gr.update()
             frame = pd.DataFrame(job["result"]["rows"])
-            return f"Compared {len(frame)} caption sources in {job['elapsed_s']:.1f} s.", frame, frame.rename(columns=COLUMNS)
+            table = frame.rename(columns=COLUMNS)
+            note = ""
+            if "image_two_way" not in frame:  # no image embedder for this dataset: plot the pixel metric
+                frame = frame.assign(image_two_way=frame["pixcorr"])
+                note = " No image embedder here (pull a CLIP): the plot shows PixCorr."
+            elif frame["image_embedder"].iloc[0] == "sim-scene-reader":
+                note = " Image embedding: the demo world's scene reader (simulated)."
+            return f"Compared {len(frame)} caption sources in {job['elapsed_s']:.1f} s.{note}", frame, table
 
         self.button.click(compare, [dataset_state, embedder, generator], [self.status, self.plot, self.table])
 

@@ -23,12 +23,20 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _unit_rows(a) @ _unit_rows(b).T
 
 
-def retrieve(predicted: np.ndarray, corpus: np.ndarray, top: int = 1, exclude: np.ndarray | None = None) -> np.ndarray:
+def retrieve(
+    predicted: np.ndarray, corpus: np.ndarray, top: int = 1, exclude: np.ndarray | None = None, *, centred: bool = False
+) -> np.ndarray:
     """int64 [m, top]: indices of the ``top`` corpus rows closest (cosine) to each prediction.
 
     exclude: optional int [m] corpus index to leave out for each prediction (its own caption when
     the corpus holds the dataset's captions), or -1 for none.
+    centred: subtract the corpus mean from the corpus and the predictions before the cosine. Ridge
+    predictions shrink towards the mean, so uncentred retrieval keeps returning the few captions
+    nearest the mean ("hubs"); centring compares directions away from it instead.
     """
+    if centred:
+        mean = np.asarray(corpus, np.float64).mean(axis=0, keepdims=True)
+        predicted, corpus = np.asarray(predicted, np.float64) - mean, np.asarray(corpus, np.float64) - mean
     sims = cosine_similarity(predicted, corpus)
     if exclude is not None:
         rows = np.flatnonzero(np.asarray(exclude) >= 0)

@@ -11,7 +11,9 @@ whose evaluation code does, per (reconstruction, stimulus) pair:
   ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0``;
 * 2-way identification -- with features of an image network (AlexNet, Inception, CLIP, ...)
   of the reconstructions and the stimuli, the fraction of distractor stimuli whose feature vector
-  correlates (Pearson) less with a reconstruction than its own stimulus does.
+  correlates (Pearson) less with a reconstruction than its own stimulus does;
+* embedding similarity -- the similarity (for CLIP embeddings, cosine) of each reconstruction's
+  features to its own stimulus's, averaged.
 
 Each function returns per-item values; papers report their mean. Features for identification are
 computed elsewhere (no model is loaded here).
@@ -30,6 +32,7 @@ __all__ = [
     "ssim",
     "two_way_identification",
     "top1_identification",
+    "paired_similarity",
 ]
 
 LITERATURE_SIZE = 425          # NSD stimuli are 425 x 425; MindEye / brain-diffuser resize to this
@@ -236,3 +239,23 @@ def top1_identification(pred_feats, true_feats, metric: str = "pearson", per_ite
     np.fill_diagonal(others, -np.inf)
     items = (others.max(axis=1) < own).astype(np.float64)
     return (float(items.mean()), items) if per_item else float(items.mean())
+
+
+def paired_similarity(pred_feats, true_feats, metric: str = "cosine") -> np.ndarray:
+    """Similarity of each prediction to its own target, float64 [n]: row i of ``pred_feats`` with
+    row i of ``true_feats`` (arrays [n, ...], flattened per item), by cosine (``metric="cosine"``,
+    the similarity CLIP embeddings are trained with) or Pearson correlation (``"pearson"``). The
+    diagonal of the similarity matrix the identification scores use, except that an all-zero (or,
+    for Pearson, constant) vector has similarity 0 instead of NaN. Report the mean."""
+    p = np.asarray(pred_feats, dtype=np.float64).reshape(len(pred_feats), -1)
+    t = np.asarray(true_feats, dtype=np.float64).reshape(len(true_feats), -1)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction features {p.shape} and target features {t.shape} differ")
+    if metric == "pearson":
+        p = p - p.mean(axis=1, keepdims=True)
+        t = t - t.mean(axis=1, keepdims=True)
+    elif metric != "cosine":
+        raise ValueError(f"metric must be 'pearson' or 'cosine', not {metric!r}")
+    norms = np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1)
+    dots = np.einsum("ij,ij->i", p, t)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)

@@ -3,6 +3,10 @@
     clip-vision  CLIPVisionModelWithProjection + its image processor: CLIP's image tower, read
                  from a whole CLIP checkpoint (the text weights are not loaded). Used for image
                  metrics (embedding 2-way identification) and LLM-VEM's image features.
+    scene-reader (simulated)
+                 the demo world's stand-in: reads a pictogram scene from its pixels and gives its
+                 concept vector (objects, their groups, the background); see
+                 :mod:`backend.data.demo.scene_reader`. Meaningful on demo-world pictures only.
 """
 
 from __future__ import annotations
@@ -76,5 +80,20 @@ class ClipImageEmbedder(ImageEmbedder):
         return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
 
 
-CLASSES: dict[str, type[ImageEmbedder]] = {"clip-vision": ClipImageEmbedder}
+class SceneReaderEmbedder(ImageEmbedder):
+    """The demo world's simulated image embedder (no weights; CPU whatever the device)."""
+
+    @property
+    def dim(self) -> int:
+        from backend.data.demo.scene_reader import DIM
+
+        return DIM
+
+    def _embed_batch(self, images: list) -> np.ndarray:
+        from backend.data.demo.scene_reader import embed_scenes
+
+        return embed_scenes(images)
+
+
+CLASSES: dict[str, type[ImageEmbedder]] = {"clip-vision": ClipImageEmbedder, "scene-reader": SceneReaderEmbedder}
 

@@ -42,9 +42,10 @@ ARCHITECTURES: dict[str, str] = {
     "stable-diffusion": "text_to_image",
     "stable-diffusion-xl": "text_to_image",
     "scene-renderer": "text_to_image",
+    "scene-reader": "image_embedder",
 }
 #: Architectures that stand in for real models in the demo world; only built in, never added.
-SIMULATED_ARCHITECTURES: frozenset[str] = frozenset({"simulated-captioner", "scene-renderer"})
+SIMULATED_ARCHITECTURES: frozenset[str] = frozenset({"simulated-captioner", "scene-renderer", "scene-reader"})
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 
 #: What a user-added model of each architecture generates with unless its entry says otherwise.
@@ -178,6 +179,10 @@ BUILTIN: tuple[ModelSpec, ...] = (
     _spec("sim-scene-renderer", "scene-renderer", revision="v1", licence="MIT (pictograms CC BY-SA 4.0)",
           memory_gb=0.0, simulated=True, label="Scene renderer (simulated)", defaults={"size": 256},
           note="draws the demo world's pictogram scene that the text describes"),
+    _spec("sim-scene-reader", "scene-reader", revision="v1", licence="MIT (pictograms CC BY-SA 4.0)",
+          memory_gb=0.0, simulated=True, label="Scene reader (simulated)",
+          note="reads the demo world's pictogram scenes from their pixels (objects, their groups, the "
+               "background); stands in for CLIP in image metrics on demo-world pictures only"),
 )
 
 DEFAULTS: dict[str, str] = {

@@ -175,9 +175,12 @@ class BackendClient:
         """{"stimuli", "brain", "model" (n x n lists), "spearman"}: a region's RDM beside a caption model's."""
         return self._json(f"/api/datasets/{dataset_id}/rdms", region=region, source=source, embedder=embedder, n=n)
 
-    def compare_captioners(self, dataset_id: str, embedder: str, text_to_image: str, sources: list[str] | None = None) -> dict:
-        """Start comparing caption sources (a job whose result has one row per source)."""
-        body = {"dataset": dataset_id, "embedder": embedder, "text_to_image": text_to_image, "sources": sources}
+    def compare_captioners(
+        self, dataset_id: str, embedder: str, text_to_image: str, sources: list[str] | None = None, image_embedder: str | None = None
+    ) -> dict:
+        """Start comparing caption sources (a job whose result has one row per source); the image
+        embedder of the embedding 2-way score defaults to the backend's choice."""
+        body = {"dataset": dataset_id, "embedder": embedder, "text_to_image": text_to_image, "sources": sources, "image_embedder": image_embedder}
         return self._post("/api/jobs/compare-captioners", body)
 
     def rsa(self, dataset_id: str, embedder: str, sources: list[str] | None = None) -> dict:

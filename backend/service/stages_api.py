@@ -25,7 +25,7 @@ from backend.stages import captions as caption_stage
 from backend.stages.captions import REFERENCE, caption_sources
 from backend.stages.captions import source_captions as _source_captions
 from backend.stages.embeddings import embed_images_cached, embed_texts_cached
-from backend.stages.comparison import compare_captioners
+from backend.stages.comparison import compare_captioners, default_image_embedder
 from backend.stages.controls import CONTROLS, cached_control_r, compare_controls, dataset_lexicon
 from backend.stages.decoding import cached_decoding, decode_captions
 from backend.stages.encoding import cached_encoding, fit_encoding, region_summary, unit_regions
@@ -286,6 +286,10 @@ class CompareRequest(BaseModel):
     embedder: str = DEFAULTS["text_embedder"]
     text_to_image: str = "sim-scene-renderer"
     sources: list[str] | None = Field(None, description="caption sources; default: every complete one")
+    image_embedder: str | None = Field(
+        None, description="image embedder of the embedding 2-way score; default: a CLIP whose weights are here, "
+        "else the demo world's scene reader on simulated datasets, else none"
+    )
 
 
 @router.post("/api/jobs/compare-captioners", summary="Encoding accuracy against reconstruction quality, per captioner")
@@ -293,13 +297,17 @@ def compare_job(request: CompareRequest, s: Services = Depends(services)) -> dic
     ds = s.dataset(request.dataset)
     _model(request.embedder, "text_embedder")
     _model(request.text_to_image, "text_to_image")
+    image_embedder = request.image_embedder or default_image_embedder(ds)
+    if image_embedder is not None:
+        _model(image_embedder, "image_embedder")
     sources = complete_sources(s, ds, request.sources)
 
     def work(job: Job) -> dict:
         rows = _run(
             job,
             lambda: compare_captioners(
-                ds, sources, request.embedder, request.text_to_image, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)
+                ds, sources, request.embedder, request.text_to_image, store=s.store, pool=s.pool,
+                image_embedder=image_embedder, report=job.report, cancel=_cancel(job),
             ),
         )
         if job.cancel_requested:

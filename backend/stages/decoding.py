@@ -2,7 +2,8 @@
 
 A ridge maps responses to the text embedding of a caption source (trained on the training
 stimuli); each test stimulus's predicted embedding retrieves the nearest training caption (the
-held-out corpus, so a test caption is never its own answer). Stored as JSON by the content of
+held-out corpus, so a test caption is never its own answer), by cosine after removing the corpus
+mean (which keeps a few captions near the mean from being retrieved for everything). Stored as JSON by the content of
 everything it depends on.
 """
 
@@ -23,8 +24,12 @@ from backend.stages.encoding import _complete_captions, dataset_fingerprint
 STAGE = "decode"
 
 
+#: How captions are retrieved; part of the cache key, so a change of method is never read stale.
+RETRIEVAL = "centred-cosine"
+
+
 def decoding_key(ds: Dataset, captions: list[str], embedder: str) -> str:
-    return entry_key(stage=STAGE, dataset=dataset_fingerprint(ds), captions=captions, embedder=embedder)
+    return entry_key(stage=STAGE, dataset=dataset_fingerprint(ds), captions=captions, embedder=embedder, retrieval=RETRIEVAL)
 
 
 def cached_decoding(ds: Dataset, source: str, embedder: str, store: Store) -> dict | None:
@@ -55,7 +60,7 @@ def decode_captions(
         report(0, 1, f"fitting the decoder on {len(train)} stimuli")
     decoder = fit_ridge_cv(np.asarray(ds.responses[train], np.float32), embeddings[train])
     predicted = decoder.predict(np.asarray(ds.responses[test], np.float32))
-    nearest = retrieve(predicted, embeddings[train], top=1)[:, 0]
+    nearest = retrieve(predicted, embeddings[train], top=1, centred=True)[:, 0]
     similarity = np.diag(cosine_similarity(embeddings[train][nearest], embeddings[test]))
     result = {
         "source": source,

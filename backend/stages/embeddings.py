@@ -54,18 +54,43 @@ def embed_images_cached(
     cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """float32 [n_stimuli, d]: the image embedder's vector for every stimulus, cached per image."""
+    vectors = embed_image_hashes_cached(
+        image_hashes(ds), lambda indices: load_images(ds, indices), model_id,
+        store=store, pool=pool, batch_size=batch_size, report=report, cancel=cancel,
+    )
+    store.record_run(ds.id, IMAGE_STAGE, model_id, {}, len(vectors), len(vectors))
+    return vectors
+
+
+def embed_image_hashes_cached(
+    hashes: list[str],
+    load: Callable[[list[int]], list],
+    model_id: str,
+    *,
+    store: Store,
+    pool,
+    batch_size: int = 32,
+    report: Report | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """float32 [n, d]: the image embedder's vector for each image, given each image's content hash
+    (SHA-256 of its file bytes) and ``load(rows)`` -> the PIL images at those rows. Cached per
+    image content, so a stimulus or a generated image is embedded once for every stage; an image
+    that appears twice is embedded once."""
     spec = get_model(model_id)
     if spec.kind != "image_embedder":
         raise ValueError(f"{model_id} is a {spec.kind.replace('_', ' ')}, not an image embedder")
     revision = fingerprint(spec)
-    keys = [entry_key(stage=IMAGE_STAGE, model=spec.id, revision=revision, image=h) for h in image_hashes(ds)]
+    keys = [entry_key(stage=IMAGE_STAGE, model=spec.id, revision=revision, image=h) for h in hashes]
+    first = {key: row for row, key in reversed(list(enumerate(keys)))}  # the first row of each image
+    unique = list(first)
 
     def compute(indices: list[int]) -> np.ndarray:
-        return pool.get(spec.id).embed(load_images(ds, indices), batch_size=batch_size, cancel=cancel)
+        return pool.get(spec.id).embed(load([first[unique[i]] for i in indices]), batch_size=batch_size, cancel=cancel)
 
-    vectors = _cached_vectors(keys, compute, store, report, cancel, "embedded images")
-    store.record_run(ds.id, IMAGE_STAGE, spec.id, {}, len(keys), len(keys))
-    return vectors
+    vectors = _cached_vectors(unique, compute, store, report, cancel, "embedded images")
+    position = {key: i for i, key in enumerate(unique)}
+    return vectors[[position[key] for key in keys]] if keys else vectors
 
 
 def _cached_vectors(keys, compute, store: Store, report, cancel, verb: str) -> np.ndarray:

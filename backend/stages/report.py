@@ -9,27 +9,20 @@ against the stimuli. On the demo world the planted truth is compared with what w
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
 
 from backend.analysis.caption_metrics import bleu, cider, meteor, rouge_l
-from backend.analysis.decoding import identification, retrieve
-from backend.analysis.image_metrics import pixcorr, ssim
-from backend.analysis.ridge import fit_ridge_cv
 from backend.cache import Store
 from backend.data.schema import Dataset
 from backend.stages.captions import REFERENCE, caption_dataset, source_captions
+from backend.stages.comparison import compare_captioners, default_image_embedder
 from backend.stages.controls import compare_controls, dataset_lexicon
-from backend.stages.embeddings import embed_texts_cached
+from backend.stages.decoding import decode_captions
 from backend.stages.encoding import fit_encoding, region_summary, unit_regions
-from backend.stages.images import generate_cached
-from backend.stages.inputs import load_images
 
 Progress = Callable[[str, float], None]
-IMAGE_SIZE = 256
 
 
 def analyze(
@@ -64,16 +57,13 @@ def analyze(
     }
 
     say("decoding", 0.5)
-    train, test = ds.stimuli.indices("train"), ds.stimuli.indices("test")
-    embeddings = embed_texts_cached(captions, embedder, store=store, pool=pool)
-    decoder = fit_ridge_cv(np.asarray(ds.responses[train], np.float32), embeddings[train])
-    decoded = decoder.predict(np.asarray(ds.responses[test], np.float32))
-    report["decoding"] = identification(decoded, embeddings[test])
+    test = ds.stimuli.indices("test")
+    decoding = decode_captions(ds, captioner, embedder, store=store, pool=pool)  # the viewer's decoding, cached
+    report["decoding"] = decoding["identification"]
 
     say("decoded captions", 0.65)
     references = [ds.stimuli.captions[i] or "" for i in test]
-    corpus = [captions[i] for i in train]
-    decoded_captions = [corpus[j] for j in retrieve(decoded, embeddings[train], top=1)[:, 0]]
+    decoded_captions = [decoding["stimuli"][str(int(i))]["caption"] for i in test]
     refs = [[r] for r in references]
     bleu_scores = bleu(decoded_captions, refs)
     report["decoded_captions"] = {
@@ -92,13 +82,10 @@ def analyze(
         }
 
     say("reconstructions", 0.8)
-    keys = generate_cached(decoded_captions, text_to_image, store=store, pool=pool)
-    generated = np.stack([_decode_png(store.get(k)[1]) for k in keys])
-    stimuli = np.stack([np.asarray(im.resize((IMAGE_SIZE, IMAGE_SIZE))) for im in load_images(ds, test)])
-    report["reconstructions"] = {
-        "pixcorr": float(np.mean(pixcorr(generated, stimuli, size=IMAGE_SIZE))),
-        "ssim": float(np.mean(ssim(generated, stimuli, size=IMAGE_SIZE))),
-    }
+    # The comparison tab's row for this captioner: pixel metrics and, with an image embedder, 2-way.
+    image_embedder = default_image_embedder(ds)
+    row = compare_captioners(ds, [captioner], embedder, text_to_image, store=store, pool=pool, image_embedder=image_embedder)[0]
+    report["reconstructions"] = {k: v for k, v in row.items() if k in ("pixcorr", "ssim", "image_two_way", "image_similarity", "image_embedder")}
 
     say("controls", 0.9)
     report["controls"] = compare_controls(ds, captioner, embedder, store=store, pool=pool, lexicon=dataset_lexicon(ds))
@@ -121,7 +108,3 @@ def _truth_recovery(ds: Dataset, r: np.ndarray, labels: np.ndarray, names) -> di
         out["r_vs_planted_caption_region"] = float(np.corrcoef(r[region], planted[region])[0, 1])
     out["mean_r_outside_signal"] = float(np.mean(r[~signal])) if (~signal).any() else None
     return out
-
-
-def _decode_png(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE)))

@@ -33,7 +33,7 @@ DEFAULT_SEED = 0
 IMAGE_SIZE = 256
 CONTRAST_GRID = 16
 #: Bumped whenever the generator changes what it writes, so stale caches are not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 Progress = Callable[[str, float], None]
 
