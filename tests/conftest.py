@@ -88,3 +88,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def numba_cache_dir(pytestconfig, tmp_path_factory) -> Path:
+    """Where UMAP's compiled kernels are cached: pytest's cache folder, kept across sessions so a
+    second run skips the minute of compilation, or a temp folder when the cache plugin is off."""
+    cache = getattr(pytestconfig, "cache", None)
+    return Path(cache.mkdir("cortextual-numba")) if cache is not None else tmp_path_factory.mktemp("numba")

@@ -21,10 +21,10 @@ ANIMATE = ("animals", "people")
 
 
 @pytest.fixture(autouse=True)
-def _numba_cache(pytestconfig):
+def _numba_cache(numba_cache_dir):
     """Compiled UMAP kernels are kept across test sessions (as tests/test_manifolds.py does)."""
     if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
-        os.environ["NUMBA_CACHE_DIR"] = str(pytestconfig.cache.mkdir("cortextual-numba"))
+        os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir)
 
 
 def _wait(client, job: dict, timeout: float = 600) -> dict:

@@ -31,8 +31,8 @@ def test_align_is_least_squares_under_noise():
 
 
 @pytest.mark.slow
-def test_umap_separates_clusters_and_is_deterministic(pytestconfig):
-    cache = pytestconfig.cache.mkdir("cortextual-numba")  # compiled kernels reused across runs
+def test_umap_separates_clusters_and_is_deterministic(numba_cache_dir):
+    cache = numba_cache_dir  # compiled kernels reused across runs
     from sklearn.metrics import silhouette_score
 
     rng = np.random.default_rng(0)

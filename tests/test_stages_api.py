@@ -258,8 +258,8 @@ def test_rdms_of_a_region_and_a_caption_model(client, human):
 @pytest.mark.slow
 def test_controls_job_and_difference_map(client, human):
     model = "sentence-transformers/all-MiniLM-L6-v2"
-    with pytest.raises(BackendError) as before:
-        client.control_difference("demo-human", "word-average", "sim-objects-only", model)
+    with pytest.raises(BackendError) as before:  # no other test runs controls on one-object captions
+        client.control_difference("demo-human", "word-average", "sim-one-object", model)
     assert before.value.status == 404 and "controls job" in str(before.value)
     job = wait_job(client, client.controls("demo-human", "sim-objects-only", model), timeout=300)
     assert job["state"] == "done", job

@@ -118,6 +118,15 @@ def decoded_captions(s: Services, ds: Dataset, embedder: str, source: str = REFE
     return {} if result is None else {int(row): entry["caption"] for row, entry in result["stimuli"].items()}
 
 
+def source_dataset(s: Services, request: EncodeRequest) -> Dataset:
+    """The dataset of a request about one caption source and text embedder, both checked: an
+    unknown or absent embedder, or a source with missing captions, is a one-line 4xx now."""
+    ds = s.dataset(request.dataset)
+    _model(request.embedder, "text_embedder")
+    complete_captions(s, ds, request.source)
+    return ds
+
+
 def _run(job: Job, work) -> dict:
     try:
         return work()
@@ -212,9 +221,7 @@ def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> d
 
 @router.post("/api/jobs/encode", summary="Fit the encoding model from a caption source's embeddings to every unit")
 def encode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
-    ds = s.dataset(request.dataset)
-    _model(request.embedder, "text_embedder")
-    complete_captions(s, ds, request.source)
+    ds = source_dataset(s, request)
 
     def work(job: Job) -> dict:
         result = _run(
@@ -230,9 +237,7 @@ def encode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
 
 @router.post("/api/jobs/decode", summary="Decode a caption from the brain for every test stimulus")
 def decode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
-    ds = s.dataset(request.dataset)
-    _model(request.embedder, "text_embedder")
-    complete_captions(s, ds, request.source)
+    ds = source_dataset(s, request)
 
     def work(job: Job) -> dict:
         result = _run(
@@ -338,9 +343,7 @@ def rsa_job(request: RsaRequest, s: Services = Depends(services)) -> dict:
 
 @router.post("/api/jobs/controls", summary="Full captions against word-level controls (word average, nouns, verbs)")
 def controls_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
-    ds = s.dataset(request.dataset)
-    _model(request.embedder, "text_embedder")
-    complete_captions(s, ds, request.source)
+    ds = source_dataset(s, request)
 
     def work(job: Job) -> dict:
         summary = _run(
