@@ -24,7 +24,9 @@ DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 ALL_UNITS = "all units with signal"
 PLOT = 400  # side of each square plot, px
 PAD = 16
-TITLE_H = 44
+#: Room above the plots: Gradio draws its label and buttons over the image's top 30 px.
+TOP = 32
+TITLE_H = TOP + 44
 LEGEND_ROW = 18
 #: Tableau-like colours for the ten most frequent categories; the rest are "other".
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#17becf")
@@ -136,8 +138,8 @@ def draw_background(data: dict, width_hint: int = PLOT) -> tuple[Image.Image, di
     }
     for name, left in lefts.items():
         draw.rectangle([left, TITLE_H, left + PLOT, TITLE_H + PLOT], outline="#d0d0d0", fill="#fafafa")
-        draw.text((left, 6), titles[name][0], fill="#222222", font=FONT_BOLD)
-        draw.text((left, 25), titles[name][1], fill="#666666", font=FONT_SMALL)
+        draw.text((left, TOP + 6), titles[name][0], fill="#222222", font=FONT_BOLD)
+        draw.text((left, TOP + 25), titles[name][1], fill="#666666", font=FONT_SMALL)
         for i in order:
             x, y = pixels[name][i]
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colours[i])
