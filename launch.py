@@ -5,7 +5,7 @@
     python launch.py datasets                # what is available, with sizes
     python launch.py models list|pull ID|add|remove ID   # which weights are present; fetch them
     python launch.py import nsd|algonauts|allen|folder --root PATH [--id ID] [--FORMAT-OPTION VALUE ...]
-    python launch.py analyze --dataset ID --captioner ID --embedder ID --out report.json
+    python launch.py analyze --dataset ID --captioner ID --embedder ID [--corpus FILE] --out report.json
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     analyzing.add_argument("--captioner", default="reference", help='captioner id, or "reference" for the dataset\'s own captions')
     analyzing.add_argument("--embedder", default="sentence-transformers/all-MiniLM-L6-v2", help="text embedder id")
     analyzing.add_argument("--text-to-image", default="sim-scene-renderer", help="model for reconstructions from decoded captions")
+    analyzing.add_argument("--corpus", help="text file, one caption per line, to decode into (default: the training captions)")
     analyzing.add_argument("--out", required=True, help="where to write the JSON report")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "import":
@@ -157,6 +158,7 @@ def analyze_command(args: argparse.Namespace) -> int:
     from backend.cache import Store, write_bytes_atomic
     from backend.data.catalog import open_dataset
     from backend.models.pool import ModelPool
+    from backend.stages.decoding import read_corpus
     from backend.stages.report import analyze
 
     started = time.perf_counter()
@@ -165,8 +167,12 @@ def analyze_command(args: argparse.Namespace) -> int:
         print(f"[analyze] {100 * fraction:5.1f}%  {stage} ({time.perf_counter() - started:.1f} s)", flush=True)
 
     try:
+        corpus = read_corpus(args.corpus) if args.corpus else None
         ds = open_dataset(args.analyze_dataset)
-        report = analyze(ds, args.captioner, args.embedder, store=Store(), pool=ModelPool(), text_to_image=args.text_to_image, progress=progress)
+        report = analyze(
+            ds, args.captioner, args.embedder, store=Store(), pool=ModelPool(), text_to_image=args.text_to_image, corpus=corpus,
+            progress=progress,
+        )
     except (KeyError, LookupError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

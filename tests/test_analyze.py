@@ -45,3 +45,14 @@ def test_analyze_explains_a_bad_captioner_in_one_line(small_world, tmp_path):
     )
     assert done.returncode == 1 and "unknown model 'no/such-captioner'" in done.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_analyze_explains_a_bad_corpus_in_one_line(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"a dog on a beach\n\xff\xfe not text\n")
+    done = subprocess.run(
+        [sys.executable, "launch.py", "analyze", "--corpus", str(corpus), "--out", str(tmp_path / "r.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1 and "not UTF-8 text" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()

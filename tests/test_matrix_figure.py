@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from viewer.controls_tab import control_rows, coverage_note
 from viewer.matrix_figure import CELL_PX, MARGIN, percentile_ranks, rdm_figure, viridis
 
 
@@ -38,14 +37,3 @@ def test_rdm_figure_places_each_matrix_under_its_title():
     assert inside.sum() < across.sum(), "similar pairs are darker than dissimilar ones"
     with pytest.raises(ValueError):
         rdm_figure([block], ["a", "b"])
-
-
-def test_controls_table_and_coverage_note():
-    summary = {
-        "word-average": {"mean_difference": 0.05, "fraction_a_better": 0.7, "regions": {"EVC": {"mean_difference": -0.01, "fraction_a_better": 0.4}}},
-        "verbs": {"mean_difference": 0.3, "fraction_a_better": 0.9, "regions": {}, "captions_with_words": 0.0},
-    }
-    frame = control_rows(summary)
-    assert list(frame["region"]) == ["all units", "EVC", "all units"]
-    assert frame.loc[1, "mean_difference"] == -0.01 and frame.loc[1, "control"] == "mean of word embeddings"
-    assert "0% of captions" in coverage_note(summary) and "too few" in coverage_note(summary)

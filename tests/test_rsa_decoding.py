@@ -69,3 +69,26 @@ def test_identification_perfect_random_and_brute_force():
     assert result["two_way"] == pytest.approx(np.mean(wins))
     chance = identification(rng.normal(size=(200, 16)), rng.normal(size=(200, 16)))
     assert abs(chance["two_way"] - 0.5) < 0.05 and chance["top1"] < 0.05
+
+
+def test_caption_corpus_files_are_checked(tmp_path):
+    from backend.stages.decoding import MAX_CORPUS_CAPTION, check_corpus, corpus_id, read_corpus
+
+    good = tmp_path / "good.txt"
+    good.write_text("a dog on a beach\n\n   a  cat under a night sky  \n", encoding="utf-8")
+    assert read_corpus(good) == ["a dog on a beach", "a cat under a night sky"]
+    assert corpus_id(read_corpus(good)) == corpus_id(["a dog on a beach", "a cat under a night sky"])
+    cases = {
+        "one.txt": (b"just one caption\n", "at least 2 captions"),
+        "latin1.txt": ("caf\u00e9 au lait\nmore\n".encode("latin-1"), "not UTF-8 text"),
+        "binary.txt": (b"a\x00b\nc\n", "binary data"),
+        "long.txt": (("x" * (MAX_CORPUS_CAPTION + 1) + "\nshort\n").encode(), "caption 1 of the corpus"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=message):
+            read_corpus(tmp_path / name)
+    with pytest.raises(ValueError, match="no such caption corpus"):
+        read_corpus(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="at least 2"):
+        check_corpus(["", "  "])

@@ -178,6 +178,21 @@ def test_decode_job_gives_test_stimuli_a_caption_from_the_brain(client, human):
     with pytest.raises(BackendError, match="test stimuli only"):
         client.decoded("demo-human", train_row)
 
+    # A corpus the user supplies: every decoded caption comes from it; the training-caption
+    # decoding stays as it was.
+    corpus = ["a large dog to the left of a small car on a beach", "a small apple under a night sky", "  ", "a large tree in a desert"]
+    job = wait_job(client, client.decode("demo-human", "reference", model, corpus=corpus))
+    assert job["state"] == "done" and job["result"]["corpus"] == "user corpus" and job["result"]["corpus_size"] == 3
+    from_corpus = client.decoded("demo-human", test_row, corpus=job["result"]["corpus_id"])
+    assert from_corpus["caption"] in corpus and from_corpus["corpus"] == "user corpus"
+    assert client.decoded("demo-human", test_row) == decoded
+    with pytest.raises(BackendError) as unknown:
+        client.decoded("demo-human", test_row, corpus="0" * 64)
+    assert unknown.value.status == 404 and "from corpus" in str(unknown.value)
+    with pytest.raises(BackendError) as tiny:
+        client.decode("demo-human", "reference", model, corpus=["only one"])
+    assert tiny.value.status == 422 and "at least 2 captions" in str(tiny.value)
+
     # The reconstruction from the brain: an image generated from the decoded caption.
     before = {r["source"]: r for r in client.reconstructions("demo-human", test_row, "sim-scene-renderer")}
     assert before["decoded from the brain"]["caption"] == decoded["caption"] and not before["decoded from the brain"]["present"]

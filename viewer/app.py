@@ -55,6 +55,9 @@ class Explorer:
     def __init__(self, client: BackendClient, brain: BrainPanel | None = None, mouse: MousePanel | None = None) -> None:
         self.client = client
         self.brain, self.mouse = brain, mouse
+        #: dataset -> user corpus id of the decoding to show (None: the training captions); the
+        #: Run models panel sets it when a decode job from this page finishes.
+        self.corpora: dict[str, str | None] = {}
 
     # -- cached reads (static per dataset) ----------------------------------------------------
     @functools.lru_cache(maxsize=8)
@@ -145,13 +148,14 @@ class Explorer:
             mouse_update = self.mouse.values_update(values, title, static=static, cbar_label=unit)
         split = "test (mean of repeats)" if item["split"] == "test" else item["split"]
         heading = f"### Stimulus #{index} · `{item['id']}` · {split}"
-        recon = reconstruction_items(self.client, ds, index, generator)
+        recon = reconstruction_items(self.client, ds, index, generator, self.corpora.get(ds))
         return index, image, heading, caption_table, recon, brain_update, mouse_update
 
     def decoded(self, dataset_id: str, index: int) -> dict | None:
-        """The caption decoded from the brain (reference captions, MiniLM), if a decode job ran."""
+        """The caption decoded from the brain (reference captions, MiniLM; from the training captions or
+        the corpus of the latest decoding run on this page), if a decode job ran."""
         try:
-            return self.client.decoded(dataset_id, index)
+            return self.client.decoded(dataset_id, index, corpus=self.corpora.get(dataset_id))
         except BackendError as err:
             if err.status in (404, 422):
                 return None
@@ -176,7 +180,8 @@ class Explorer:
         if decoded:
             rows.append(
                 "<tr class='decoded'><td class='who'>Decoded from the brain</td>"
-                f"<td>{html.escape(decoded['caption'])} <span class='ctx-note'>(cosine {decoded['similarity']:.2f} to the reference)</span></td></tr>"
+                f"<td>{html.escape(decoded['caption'])} <span class='ctx-note'>(cosine {decoded['similarity']:.2f} to the reference; "
+                f"retrieved from the {html.escape(decoded.get('corpus') or 'training captions')})</span></td></tr>"
             )
         return (
             f"<div class='ctx-captions'><table>{''.join(rows)}</table>"
@@ -233,7 +238,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                         with gr.Column(scale=3):
                             stimulus_title = gr.Markdown(elem_id="ctx-stimulus-title")
                             captions = gr.HTML(elem_id="ctx-captions")
-                    runs = ModelRuns(client)
+                    runs = ModelRuns(client, corpora=explorer.corpora)
                     with gr.Group(visible=True) as brain_group:
                         brain = BrainPanel(
                             label="Response on the inflated cortex (fsaverage5)", views=SURFACE_VIEWS, elem_id="ctx-brain"

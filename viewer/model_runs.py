@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import gradio as gr
 from PIL import Image
@@ -13,6 +14,7 @@ from backend.service.client import BackendClient, BackendError
 
 POLL_S = 0.25
 FALLBACK_TEXT_TO_IMAGE = "sim-scene-renderer"
+MAX_CORPUS_UPLOAD = 20_000_000  # bytes: about 200,000 captions
 
 
 def model_choices(client: BackendClient, kind: str) -> list[tuple[str, str]]:
@@ -49,12 +51,15 @@ def job_summary(job: dict) -> str:
     return f"❌ **{job['kind']}** failed — {job['error']}"
 
 
-def reconstruction_items(client: BackendClient, dataset_id: str, index: int, model: str | None) -> list[tuple]:
-    """Gallery items: the stimulus, then each caption's generated image that exists for ``model``."""
+def reconstruction_items(
+    client: BackendClient, dataset_id: str, index: int, model: str | None, decoded_corpus: str | None = None
+) -> list[tuple]:
+    """Gallery items: the stimulus, then each caption's generated image that exists for ``model``
+    (the caption decoded from the brain included, retrieved from ``decoded_corpus`` if given)."""
     items = [(_image(client.stimulus_image(dataset_id, index, size=256)), "stimulus")]
     if not model:
         return items
-    for entry in client.reconstructions(dataset_id, index, model):
+    for entry in client.reconstructions(dataset_id, index, model, decoded_corpus=decoded_corpus):
         if entry["present"]:
             items.append((_image(client.output_image(entry["key"])), f"{entry['source']}: {entry['caption']}"))
     return items
@@ -64,11 +69,31 @@ def _image(png: bytes) -> Image.Image:
     return Image.open(io.BytesIO(png)).convert("RGB")
 
 
+def read_corpus_upload(path: str | None) -> list[str] | None:
+    """The lines of an uploaded caption corpus (UTF-8 text, one caption per line), or None for
+    no upload; gr.Error in one line for a file too large or not text (the backend checks the rest)."""
+    if not path:
+        return None
+    size = Path(path).stat().st_size
+    if size > MAX_CORPUS_UPLOAD:
+        raise gr.Error(f"the caption corpus has {size / 1e6:.1f} MB; at most {MAX_CORPUS_UPLOAD / 1e6:.0f} MB")
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise gr.Error(f"the caption corpus is not UTF-8 text (byte {err.start}); expected one caption per line") from None
+    if "\x00" in text:
+        raise gr.Error("the caption corpus holds binary data; expected one caption per line")
+    return text.splitlines()
+
+
 class ModelRuns:
     """The "Run models" accordion; create inside a Blocks context, then :meth:`wire`."""
 
-    def __init__(self, client: BackendClient) -> None:
+    def __init__(self, client: BackendClient, corpora: dict[str, str | None] | None = None) -> None:
         self.client = client
+        #: dataset -> the user corpus id of the latest decoding run from this page (None: training captions)
+        self.corpora = corpora if corpora is not None else {}
         try:
             captioners = model_choices(client, "captioner")
             embedders = model_choices(client, "text_embedder")
@@ -89,6 +114,10 @@ class ModelRuns:
                 self.source = gr.Dropdown(["reference"], value="reference", label="Captions to embed", scale=1, elem_id="ctx-embed-source")
                 self.embed_button = gr.Button("Embed captions", scale=1, elem_id="ctx-embed-run")
                 self.decode_button = gr.Button("Decode captions from the brain", scale=1, elem_id="ctx-decode-run")
+            self.corpus_file = gr.File(
+                label="Caption corpus to decode into (optional: a .txt file, one caption per line; default: the training captions)",
+                file_types=[".txt"], type="filepath", height=90, elem_id="ctx-corpus",
+            )
             with gr.Row():
                 self.generator = gr.Dropdown(generators, value=generator, label="Text-to-image", scale=3, elem_id="ctx-generator")
                 self.generate_button = gr.Button("Reconstruct this stimulus", scale=1, elem_id="ctx-generate-run")
@@ -125,24 +154,36 @@ class ModelRuns:
         def embed(ds, model, source, progress=gr.Progress()):
             return run(lambda: client.embed_captions(ds, model, source), progress)
 
-        def decode(ds, model, source, progress=gr.Progress()):
-            return run(lambda: client.decode(ds, source, model), progress)
+        def decode(ds, model, source, corpus_path, progress=gr.Progress()):
+            corpus = read_corpus_upload(corpus_path)
+            try:
+                job = follow_job(client, client.decode(ds, source, model, corpus=corpus), progress)
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            if job["state"] == "done" and source == "reference":
+                self.corpora[ds] = job["result"].get("corpus_id")
+            return job_summary(job)
 
         def sources_of(ds):
             return [s for _, s in self.sources(ds)]
 
         def generate(ds, model, index, progress=gr.Progress()):
-            return run(lambda: client.generate_images(ds, model, sources_of(ds), [int(index)], with_decoded=True), progress)
+            corpus = self.corpora.get(ds)
+            return run(lambda: client.generate_images(ds, model, sources_of(ds), [int(index)], with_decoded=True, decoded_corpus=corpus), progress)
 
         def generate_test(ds, model, progress=gr.Progress()):
-            return run(lambda: client.generate_images(ds, model, sources_of(ds), None, with_decoded=True), progress)
+            corpus = self.corpora.get(ds)
+            return run(lambda: client.generate_images(ds, model, sources_of(ds), None, with_decoded=True, decoded_corpus=corpus), progress)
 
-        def decode_and_reconstruct(ds, embedder, source, generator, progress=gr.Progress()):
+        def decode_and_reconstruct(ds, embedder, source, generator, corpus_path, progress=gr.Progress()):
             """Decode, then draw every decoded caption: the brain's reconstruction of each test stimulus."""
-            summary = decode(ds, embedder, source, progress)
+            summary = decode(ds, embedder, source, corpus_path, progress)
             if source != "reference" or not generator or not summary.startswith("✅"):
                 return summary  # Explore shows the decoding of the reference captions
-            return summary + "  \n" + run(lambda: client.generate_images(ds, generator, [], None, with_decoded=True), progress)
+            corpus = self.corpora.get(ds)
+            return summary + "  \n" + run(
+                lambda: client.generate_images(ds, generator, [], None, with_decoded=True, decoded_corpus=corpus), progress
+            )
 
         def after_captions(ds, index):
             try:
@@ -152,7 +193,7 @@ class ModelRuns:
 
         def show_reconstructions(ds, index, model):
             try:
-                return reconstruction_items(client, ds, int(index), model)
+                return reconstruction_items(client, ds, int(index), model, self.corpora.get(ds))
             except BackendError as err:
                 raise gr.Error(str(err)) from None
 
@@ -164,7 +205,9 @@ class ModelRuns:
             after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
         )
         self.embed_button.click(embed, [dataset_state, self.embedder, self.source], self.status)
-        self.decode_button.click(decode_and_reconstruct, [dataset_state, self.embedder, self.source, self.generator], self.status).then(
+        self.decode_button.click(
+            decode_and_reconstruct, [dataset_state, self.embedder, self.source, self.generator, self.corpus_file], self.status
+        ).then(
             after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
         ).then(show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions)
         for button, handler, inputs in (

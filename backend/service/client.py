@@ -140,24 +140,34 @@ class BackendClient:
 
     def generate_images(
         self, dataset_id: str, model: str, sources: list[str], stimuli: list[int] | None = None, seed: int = 0,
-        with_decoded: bool = False,
+        with_decoded: bool = False, decoded_corpus: str | None = None,
     ) -> dict:
         """Start generating images from the stimuli's captions (and, ``with_decoded``, from the
-        captions decoded from the brain where a decoding of the reference captions exists)."""
-        body = {"dataset": dataset_id, "model": model, "sources": sources, "stimuli": stimuli, "seed": seed, "with_decoded": with_decoded}
+        captions decoded from the brain where a decoding of the reference captions exists, from
+        the user corpus ``decoded_corpus`` if given)."""
+        body = {"dataset": dataset_id, "model": model, "sources": sources, "stimuli": stimuli, "seed": seed,
+                "with_decoded": with_decoded, "decoded_corpus": decoded_corpus}
         return self._post("/api/jobs/generate-images", body)
 
     def encode(self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2") -> dict:
         """Start fitting the encoding model of ``source`` captions embedded by ``embedder``."""
         return self._post("/api/jobs/encode", {"dataset": dataset_id, "source": source, "embedder": embedder})
 
-    def decode(self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2") -> dict:
-        """Start decoding captions from the brain for the test stimuli (a job)."""
-        return self._post("/api/jobs/decode", {"dataset": dataset_id, "source": source, "embedder": embedder})
+    def decode(
+        self, dataset_id: str, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2",
+        corpus: list[str] | None = None,
+    ) -> dict:
+        """Start decoding captions from the brain for the test stimuli (a job), retrieving from the
+        training captions or from ``corpus``; the result's corpus_id names a user corpus."""
+        return self._post("/api/jobs/decode", {"dataset": dataset_id, "source": source, "embedder": embedder, "corpus": corpus})
 
-    def decoded(self, dataset_id: str, index: int, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2") -> dict:
-        """{"caption", "similarity"} decoded from the brain for a test stimulus (BackendError 404 if none)."""
-        return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/decoded", source=source, embedder=embedder)
+    def decoded(
+        self, dataset_id: str, index: int, source: str = "reference", embedder: str = "sentence-transformers/all-MiniLM-L6-v2",
+        corpus: str | None = None,
+    ) -> dict:
+        """{"caption", "similarity", "corpus"} decoded from the brain for a test stimulus (BackendError 404 if none);
+        ``corpus``: a user corpus's id, default the training captions."""
+        return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/decoded", source=source, embedder=embedder, corpus=corpus)
 
     def encoding_map(self, dataset_id: str, source: str, embedder: str, part: str = "r") -> np.ndarray:
         """float32 [n_units]: a fitted encoding model's map (r, fraction_of_ceiling, alpha, cv_score)."""
@@ -206,10 +216,12 @@ class BackendClient:
     def cancel_job(self, job_id: str) -> dict:
         return self._post(f"/api/jobs/{job_id}/cancel")
 
-    def reconstructions(self, dataset_id: str, index: int, model: str, seed: int = 0) -> list[dict]:
+    def reconstructions(self, dataset_id: str, index: int, model: str, seed: int = 0, decoded_corpus: str | None = None) -> list[dict]:
         """[{source, caption, key, present}] for each caption source of the stimulus, and for the
         caption decoded from the brain (source "decoded from the brain") once a decoding has run."""
-        return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/reconstructions", model=model, seed=seed)
+        return self._json(
+            f"/api/datasets/{dataset_id}/stimuli/{index}/reconstructions", model=model, seed=seed, decoded_corpus=decoded_corpus
+        )
 
     def output_image(self, key: str) -> bytes:
         """PNG bytes of a generated image."""

@@ -27,7 +27,7 @@ from backend.stages.captions import source_captions as _source_captions
 from backend.stages.embeddings import embed_images_cached, embed_texts_cached
 from backend.stages.comparison import compare_captioners, default_image_embedder
 from backend.stages.controls import CONTROLS, cached_control_r, compare_controls, dataset_lexicon
-from backend.stages.decoding import cached_decoding, decode_captions
+from backend.stages.decoding import MAX_CORPUS, cached_decoding, check_corpus, decode_captions
 from backend.stages.encoding import cached_encoding, fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached, image_keys
 from backend.stages.rsa import MAX_SHOWN as MAX_RDM_STIMULI
@@ -63,6 +63,12 @@ class EncodeRequest(BaseModel):
     embedder: str = DEFAULTS["text_embedder"]
 
 
+class DecodeRequest(EncodeRequest):
+    corpus: list[str] | None = Field(
+        None, max_length=MAX_CORPUS, description="captions to retrieve from; default: the source's training captions"
+    )
+
+
 class GenerateRequest(BaseModel):
     dataset: str
     model: str
@@ -71,6 +77,7 @@ class GenerateRequest(BaseModel):
     seed: int = 0
     with_decoded: bool = Field(False, description="also the captions decoded from the brain, where a decoding exists")
     decoded_embedder: str = Field(DEFAULTS["text_embedder"], description="the text embedder of that decoding")
+    decoded_corpus: str | None = Field(None, description="the id of the user corpus of that decoding; default: training captions")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -109,10 +116,10 @@ def complete_sources(s: Services, ds: Dataset, requested: list[str] | None) -> l
     return [source for source in caption_sources(ds, s.store) if all(t is not None for t in source_captions(s, ds, source))]
 
 
-def decoded_captions(s: Services, ds: Dataset, embedder: str, source: str = REFERENCE) -> dict[int, str]:
+def decoded_captions(s: Services, ds: Dataset, embedder: str, source: str = REFERENCE, corpus: str | None = None) -> dict[int, str]:
     """Test row -> the caption decoded from the brain, for a decoding that has run (else empty)."""
     try:
-        result = cached_decoding(ds, source, embedder, s.store)
+        result = cached_decoding(ds, source, embedder, s.store, corpus=corpus)
     except LookupError:  # the source is not complete: nothing can have been decoded from it
         return {}
     return {} if result is None else {int(row): entry["caption"] for row, entry in result["stimuli"].items()}
@@ -202,7 +209,7 @@ def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> d
         texts = source_captions(s, ds, source)
         prompts += [texts[i] for i in rows if texts[i]]
     if request.with_decoded:
-        decoded = decoded_captions(s, ds, request.decoded_embedder)
+        decoded = decoded_captions(s, ds, request.decoded_embedder, corpus=request.decoded_corpus)
         prompts += [decoded[i] for i in rows if i in decoded]
     if not prompts:
         raise HTTPException(422, "no captions to generate from: caption the stimuli first")
@@ -236,35 +243,54 @@ def encode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
 
 
 @router.post("/api/jobs/decode", summary="Decode a caption from the brain for every test stimulus")
-def decode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
+def decode_job(request: DecodeRequest, s: Services = Depends(services)) -> dict:
     ds = source_dataset(s, request)
+    try:
+        corpus = check_corpus(request.corpus) if request.corpus is not None else None
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from None
 
     def work(job: Job) -> dict:
         result = _run(
             job,
-            lambda: decode_captions(ds, request.source, request.embedder, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)),
+            lambda: decode_captions(
+                ds, request.source, request.embedder, store=s.store, pool=s.pool, corpus=corpus, report=job.report, cancel=_cancel(job)
+            ),
         )
-        return {"dataset": ds.id, **{k: round(v, 3) for k, v in result["identification"].items()}}
+        about = result.get("corpus") or {}
+        return {
+            "dataset": ds.id,
+            **{k: round(v, 3) for k, v in result["identification"].items()},
+            "corpus": about.get("kind", "training captions"),
+            "corpus_size": about.get("n"),
+            "corpus_id": about.get("id"),
+        }
 
     return s.jobs.submit("decode", request.model_dump(), work).as_dict()
 
 
 @router.get("/api/datasets/{dataset_id}/stimuli/{index}/decoded", summary="The caption decoded from the brain for a test stimulus")
 def decoded_caption(
-    dataset_id: str, index: int, source: str = REFERENCE, embedder: str = DEFAULTS["text_embedder"], s: Services = Depends(services)
+    dataset_id: str,
+    index: int,
+    source: str = REFERENCE,
+    embedder: str = DEFAULTS["text_embedder"],
+    corpus: str | None = Query(None, pattern="^[0-9a-f]{64}$", description="a user corpus's id (from its decode job)"),
+    s: Services = Depends(services),
 ) -> dict:
     ds = s.dataset(dataset_id)
     i = stimulus_row(ds, index)
     try:
-        result = cached_decoding(ds, source, embedder, s.store)
+        result = cached_decoding(ds, source, embedder, s.store, corpus=corpus)
     except LookupError as err:
         raise HTTPException(422, str(err.args[0])) from None
     if result is None:
-        raise HTTPException(404, f"no brain decoding of {source!r} captions by {embedder} yet; run a decode job first")
+        within = "" if corpus is None else f" from corpus {corpus[:12]}..."
+        raise HTTPException(404, f"no brain decoding of {source!r} captions by {embedder}{within} yet; run a decode job first")
     entry = result["stimuli"].get(str(i))
     if entry is None:
         raise HTTPException(404, f"stimulus {i} is a training stimulus; captions are decoded for test stimuli only")
-    return {"index": i, "source": source, "embedder": embedder, **entry}
+    return {"index": i, "source": source, "embedder": embedder, "corpus": result.get("corpus", {}).get("kind"), **entry}
 
 
 @router.get("/api/datasets/{dataset_id}/encoding", summary="A fitted encoding model's per-unit map: float32 bytes", response_class=Response)
@@ -491,13 +517,14 @@ def reconstructions(
     model: str = Query(..., description="text-to-image model id"),
     seed: int = 0,
     decoded_embedder: str = Query(DEFAULTS["text_embedder"], description="text embedder of the brain decoding to include"),
+    decoded_corpus: str | None = Query(None, pattern="^[0-9a-f]{64}$", description="user corpus id of that decoding"),
     s: Services = Depends(services),
 ) -> list[dict]:
     ds = s.dataset(dataset_id)
     i = stimulus_row(ds, index)
     spec = _model(model, "text_to_image")
     texts = [(source, source_captions(s, ds, source)[i]) for source in caption_sources(ds, s.store)]
-    decoded = decoded_captions(s, ds, decoded_embedder).get(i)
+    decoded = decoded_captions(s, ds, decoded_embedder, corpus=decoded_corpus).get(i)
     if decoded:
         texts.append((DECODED, decoded))
     out = []

@@ -68,13 +68,15 @@ def compare_captioners(
     store: Store,
     pool,
     image_embedder: str | None = None,
+    corpus: list[str] | None = None,
     report: Callable[[int, int, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> list[dict]:
     """One row per caption source: encoding_r, two_way (decoding), pixcorr and ssim
     (reconstruction); with ``image_embedder`` (an image embedder id, e.g. from
     :func:`default_image_embedder`) also image_two_way and image_similarity (see
-    :func:`embedding_scores`) and image_embedder (the id, so a simulated one is shown as such)."""
+    :func:`embedding_scores`) and image_embedder (the id, so a simulated one is shown as such).
+    Decoded captions are retrieved from ``corpus`` when given, else from each source's training captions."""
     if image_embedder is not None and (kind := get_model(image_embedder).kind) != "image_embedder":
         raise ValueError(f"{image_embedder} is a {kind.replace('_', ' ')}, not an image embedder")
     units = signal_units(ds)
@@ -93,7 +95,7 @@ def compare_captioners(
         if report:
             report(k, len(sources), f"{source}: encoding, decoding and reconstruction")
         encoding = fit_encoding(ds, source, embedder, store=store, pool=pool, cancel=cancel)
-        decoded = decode_captions(ds, source, embedder, store=store, pool=pool, cancel=cancel)
+        decoded = decode_captions(ds, source, embedder, store=store, pool=pool, corpus=corpus, cancel=cancel)
         captions = [decoded["stimuli"][str(int(i))]["caption"] for i in test]
         keys = generate_cached(captions, text_to_image, store=store, pool=pool, cancel=cancel)
         encoded = [store.get(key)[1] for key in keys]

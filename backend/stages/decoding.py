@@ -2,14 +2,17 @@
 
 A ridge maps responses to the text embedding of a caption source (trained on the training
 stimuli); each test stimulus's predicted embedding retrieves the nearest training caption (the
-held-out corpus, so a test caption is never its own answer), by cosine after removing the corpus
-mean (which keeps a few captions near the mean from being retrieved for everything). Stored as JSON by the content of
-everything it depends on.
+held-out corpus, so a test caption is never its own answer) or the nearest caption of a corpus the
+user supplies (a text file, one caption per line), by cosine after removing the corpus mean (which
+keeps a few captions near the mean from being retrieved for everything). Stored as JSON by the
+content of everything it depends on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
@@ -28,13 +31,58 @@ STAGE = "decode"
 RETRIEVAL = "centred-cosine"
 
 
-def decoding_key(ds: Dataset, captions: list[str], embedder: str) -> str:
-    return entry_key(stage=STAGE, dataset=dataset_fingerprint(ds), captions=captions, embedder=embedder, retrieval=RETRIEVAL)
+#: Bounds of a user-supplied caption corpus: entries, characters per caption, bytes of a file.
+MAX_CORPUS = 200_000
+MAX_CORPUS_CAPTION = 1_000
+MAX_CORPUS_BYTES = 50_000_000
 
 
-def cached_decoding(ds: Dataset, source: str, embedder: str, store: Store) -> dict | None:
-    """{"stimuli": {row: {"caption", "similarity"}}, "identification": {...}} or None if not run."""
-    text = store.get_text(decoding_key(ds, _complete_captions(ds, source, store), embedder))
+def corpus_id(corpus: list[str]) -> str:
+    """The content hash that names a user corpus (in cache keys and in requests for its decodings)."""
+    return hashlib.sha256(json.dumps(corpus).encode()).hexdigest()
+
+
+def check_corpus(corpus: list[str]) -> list[str]:
+    """The corpus with blank lines dropped and whitespace trimmed; ValueError in one line when it
+    has fewer than 2 captions, more than MAX_CORPUS, or a caption over MAX_CORPUS_CAPTION chars."""
+    texts = [" ".join(str(line).split()) for line in corpus]
+    texts = [line for line in texts if line]
+    if len(texts) < 2:
+        raise ValueError(f"a caption corpus needs at least 2 captions, got {len(texts)}")
+    if len(texts) > MAX_CORPUS:
+        raise ValueError(f"a caption corpus holds at most {MAX_CORPUS:,} captions, got {len(texts):,}")
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+    if len(texts[longest]) > MAX_CORPUS_CAPTION:
+        raise ValueError(f"caption {longest + 1} of the corpus has {len(texts[longest]):,} characters; at most {MAX_CORPUS_CAPTION:,}")
+    return texts
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """A caption corpus from a UTF-8 text file, one caption per line (see :func:`check_corpus`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such caption corpus file")
+    if path.stat().st_size > MAX_CORPUS_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes; a caption corpus may have at most {MAX_CORPUS_BYTES:,}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); expected one caption per line") from None
+    if "\x00" in text:
+        raise ValueError(f"{path}: binary data; expected one caption per line")
+    return check_corpus(text.splitlines())
+
+
+def decoding_key(ds: Dataset, captions: list[str], embedder: str, corpus: str | None = None) -> str:
+    """corpus: None for the training captions, else a user corpus's :func:`corpus_id`."""
+    extra = {} if corpus is None else {"corpus": corpus}
+    return entry_key(stage=STAGE, dataset=dataset_fingerprint(ds), captions=captions, embedder=embedder, retrieval=RETRIEVAL, **extra)
+
+
+def cached_decoding(ds: Dataset, source: str, embedder: str, store: Store, corpus: str | None = None) -> dict | None:
+    """{"stimuli": {row: {"caption", "similarity"}}, "identification": {...}, "corpus": {...}} or
+    None if not run; ``corpus`` is None (training captions) or a user corpus's id."""
+    text = store.get_text(decoding_key(ds, _complete_captions(ds, source, store), embedder, corpus))
     return None if text is None else json.loads(text)
 
 
@@ -45,34 +93,49 @@ def decode_captions(
     *,
     store: Store,
     pool,
+    corpus: list[str] | None = None,
     report: Callable[[int, int, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
-    """Decode a caption for every test stimulus (cached); see :func:`cached_decoding`."""
+    """Decode a caption for every test stimulus (cached); see :func:`cached_decoding`.
+
+    corpus: the captions to retrieve from (checked by :func:`check_corpus`); default: the
+    source's captions of the training stimuli.
+    """
     captions = _complete_captions(ds, source, store)
-    key = decoding_key(ds, captions, embedder)
+    texts = check_corpus(corpus) if corpus is not None else None
+    key = decoding_key(ds, captions, embedder, corpus_id(texts) if texts is not None else None)
     cached = store.get_text(key)
     if cached is not None:
         return json.loads(cached)
     embeddings = embed_texts_cached(captions, embedder, store=store, pool=pool, cancel=cancel)
     train, test = ds.stimuli.indices("train"), ds.stimuli.indices("test")
+    if texts is None:
+        texts, candidates = [captions[int(i)] for i in train], embeddings[train]
+        about = {"kind": "training captions", "n": len(texts), "id": None}
+    else:
+        if report:
+            report(0, 2, f"embedding the corpus of {len(texts):,} captions")
+        candidates = embed_texts_cached(texts, embedder, store=store, pool=pool, cancel=cancel)
+        about = {"kind": "user corpus", "n": len(texts), "id": corpus_id(texts)}
     if report:
-        report(0, 1, f"fitting the decoder on {len(train)} stimuli")
+        report(1, 2, f"fitting the decoder on {len(train)} stimuli")
     decoder = fit_ridge_cv(np.asarray(ds.responses[train], np.float32), embeddings[train])
     predicted = decoder.predict(np.asarray(ds.responses[test], np.float32))
-    nearest = retrieve(predicted, embeddings[train], top=1, centred=True)[:, 0]
-    similarity = np.diag(cosine_similarity(embeddings[train][nearest], embeddings[test]))
+    nearest = retrieve(predicted, candidates, top=1, centred=True)[:, 0]
+    similarity = np.diag(cosine_similarity(candidates[nearest], embeddings[test]))
     result = {
         "source": source,
         "embedder": embedder,
+        "corpus": about,
         "identification": identification(predicted, embeddings[test]),
         "stimuli": {
-            str(int(row)): {"caption": captions[int(train[j])], "similarity": round(float(sim), 4)}
+            str(int(row)): {"caption": texts[int(j)], "similarity": round(float(sim), 4)}
             for row, j, sim in zip(test, nearest, similarity, strict=True)
         },
     }
     store.put(key, "json", json.dumps(result).encode())
     store.record_run(ds.id, STAGE, embedder, {"source": source}, len(test), len(test))
     if report:
-        report(1, 1, "decoded")
+        report(2, 2, "decoded")
     return result

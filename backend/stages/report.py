@@ -33,9 +33,11 @@ def analyze(
     store: Store,
     pool,
     text_to_image: str = "sim-scene-renderer",
+    corpus: list[str] | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Every score the explorer's panels show, for one dataset / captioner / embedder."""
+    """Every score the explorer's panels show, for one dataset / captioner / embedder; decoded
+    captions are retrieved from ``corpus`` when given, else from the training captions."""
     say = progress or (lambda stage, fraction: None)
     report: dict = {"dataset": ds.id, "captioner": captioner, "embedder": embedder, "text_to_image": text_to_image}
 
@@ -58,8 +60,8 @@ def analyze(
 
     say("decoding", 0.5)
     test = ds.stimuli.indices("test")
-    decoding = decode_captions(ds, captioner, embedder, store=store, pool=pool)  # the viewer's decoding, cached
-    report["decoding"] = decoding["identification"]
+    decoding = decode_captions(ds, captioner, embedder, store=store, pool=pool, corpus=corpus)  # the viewer's decoding, cached
+    report["decoding"] = {**decoding["identification"], "corpus": decoding["corpus"]["kind"], "corpus_size": decoding["corpus"]["n"]}
 
     say("decoded captions", 0.65)
     references = [ds.stimuli.captions[i] or "" for i in test]
@@ -84,7 +86,9 @@ def analyze(
     say("reconstructions", 0.8)
     # The comparison tab's row for this captioner: pixel metrics and, with an image embedder, 2-way.
     image_embedder = default_image_embedder(ds)
-    row = compare_captioners(ds, [captioner], embedder, text_to_image, store=store, pool=pool, image_embedder=image_embedder)[0]
+    row = compare_captioners(
+        ds, [captioner], embedder, text_to_image, store=store, pool=pool, image_embedder=image_embedder, corpus=corpus
+    )[0]
     report["reconstructions"] = {k: v for k, v in row.items() if k in ("pixcorr", "ssim", "image_two_way", "image_similarity", "image_embedder")}
 
     say("controls", 0.9)
