@@ -43,6 +43,8 @@ CSS = """
 .ctx-captions .sim { font-size: 0.75em; padding: 0 4px; border-radius: 4px; background: #fde68a; color: #713f12; margin-left: 4px; }
 .ctx-captions mark { background: #fecaca; color: inherit; padding: 0 1px; border-radius: 2px; }
 .ctx-note { font-size: 0.9em; color: var(--body-text-color-subdued); }
+/* Whole pictures in the reconstructions strip: a stretched thumbnail must not crop the scene. */
+#ctx-reconstructions img { object-fit: contain !important; }
 """
 
 
