@@ -246,6 +246,8 @@ def test_rsa_job_compares_every_region_with_every_source(client, human):
     assert all(-1 <= r["mean"] <= 1 and r["sd"] >= 0 for r in rows)
     caption = {r["source"]: r["mean"] for r in rows if r["region"] == "caption"}
     assert caption["reference"] > caption["sim-one-object"], "the caption region's geometry follows whole captions"
+    again = wait_job(client, client.rsa("demo-human", "sentence-transformers/all-MiniLM-L6-v2", ["reference", "sim-one-object"]))
+    assert again["result"]["rows"] == rows and again["elapsed_s"] < job["elapsed_s"], "read from the store"
 
 
 def test_rdms_of_a_region_and_a_caption_model(client, human):

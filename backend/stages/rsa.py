@@ -7,15 +7,20 @@ subsets of stimuli, so every value comes with a spread.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from backend.analysis.rsa import compare_rdms, rdm, rsa_over_subsets, upper
-from backend.cache import Store
+from backend.cache import Store, entry_key
 from backend.data.schema import Dataset
 from backend.stages.embeddings import embed_texts_cached
-from backend.stages.encoding import _complete_captions, unit_regions
+from backend.stages.encoding import _complete_captions, dataset_fingerprint, unit_regions
+
+STAGE = "rsa"
 
 
 def rsa_table(
@@ -29,8 +34,17 @@ def rsa_table(
     subset_size: int = 100,
     report=None,
 ) -> list[dict]:
-    """One row per (region, source): mean and sd of the RDM correlation over the subsets."""
-    models = {s: embed_texts_cached(_complete_captions(ds, s, store), embedder, store=store, pool=pool) for s in sources}
+    """One row per (region, source): mean and sd of the RDM correlation over the subsets (cached
+    by the content of everything it depends on, so a second request reads it from disk)."""
+    captions = {s: _complete_captions(ds, s, store) for s in sources}
+    key = entry_key(
+        stage=STAGE, dataset=dataset_fingerprint(ds), embedder=embedder, n_subsets=n_subsets, subset_size=subset_size,
+        captions={s: hashlib.sha256(json.dumps(c).encode()).hexdigest() for s, c in captions.items()},
+    )
+    cached = store.get_text(key)
+    if cached is not None:
+        return json.loads(cached)
+    models = {s: embed_texts_cached(captions[s], embedder, store=store, pool=pool) for s in sources}
     labels, names = unit_regions(ds)
     regions = [(code, str(name)) for code, name in enumerate(names) if code > 0 and (labels == code).sum() >= 2]
     rows = []
@@ -43,6 +57,7 @@ def rsa_table(
             {"region": name, "source": source, "mean": round(float(v.mean()), 4), "sd": round(float(v.std(ddof=1)), 4)}
             for source, v in scores.items()
         ]
+    store.put(key, "json", json.dumps(rows).encode())
     if report:
         report(len(regions), len(regions), "done")
     return rows
