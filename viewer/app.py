@@ -43,8 +43,9 @@ CSS = """
 .ctx-captions .sim { font-size: 0.75em; padding: 0 4px; border-radius: 4px; background: #fde68a; color: #713f12; margin-left: 4px; }
 .ctx-captions mark { background: #fecaca; color: inherit; padding: 0 1px; border-radius: 2px; }
 .ctx-note { font-size: 0.9em; color: var(--body-text-color-subdued); }
-/* Whole pictures in the reconstructions strip: a stretched thumbnail must not crop the scene. */
-#ctx-reconstructions img { object-fit: contain !important; }
+/* Six columns in the reconstructions strip however few images: Gradio spreads two images over the
+   whole width as squares taller than the strip, which then shows only their top. */
+#ctx-reconstructions .grid-container { grid-template-columns: repeat(6, minmax(100px, 1fr)) !important; }
 """
 
 

@@ -44,7 +44,7 @@ def follow_job(client: BackendClient, job: dict, progress: gr.Progress) -> dict:
 def job_summary(job: dict) -> str:
     took = f" in {job['elapsed_s']:.1f} s" if job.get("elapsed_s") is not None else ""
     if job["state"] == "done":
-        result = ", ".join(f"{k}: {v}" for k, v in (job["result"] or {}).items())
+        result = ", ".join(f"{k}: {v}" for k, v in (job["result"] or {}).items() if not k.endswith("_id"))  # ids are for code
         return f"✅ **{job['kind']}** finished{took} — {result}"
     if job["state"] == "cancelled":
         return f"⏹ **{job['kind']}** cancelled — {job['message']}"
