@@ -28,12 +28,16 @@ def test_analyze_writes_every_score(small_world, tmp_path):
     assert set(regions) == {"EVC", "animate", "food", "place", "caption"}
     assert set(report["encoding"]["fraction_of_ceiling_by_region"]) == set(regions)
     assert 0.5 <= report["decoding"]["two_way"] <= 1
-    for key in ("bleu1", "bleu4", "meteor_exact", "rouge_l", "cider"):
+    for key in ("bleu1", "bleu4", "meteor_exact", "rouge_l", "cider", "embedding_similarity"):
         assert math.isfinite(report["decoded_captions"][key])
+    assert -1 <= report["decoded_captions"]["embedding_similarity"] <= 1
     assert 0 <= report["captioner_vs_reference"]["bleu4"] <= 1
     assert -1 <= report["reconstructions"]["pixcorr"] <= 1 and -1 <= report["reconstructions"]["ssim"] <= 1
+    assert report["reconstructions"]["image_embedder"] == "sim-scene-reader", "the simulated reader on the simulated world"
+    assert 0 <= report["reconstructions"]["image_two_way"] <= 1
+    assert report["decoding"]["corpus"] == "training captions"
     assert "r_vs_planted_caption_region" in report["truth_recovery"]
-    for control in ("word-average", "nouns"):
+    for control in ("word-average", "nouns", "verbs"):
         assert 0 <= report["controls"][control]["fraction_a_better"] <= 1
         assert set(report["controls"][control]["regions"]) == set(regions)
 

@@ -116,7 +116,8 @@ class RsaTab:
             if job["state"] != "done":
                 return job_summary(job), gr.update(), gr.update(), gr.update(), gr.update()
             frame = pd.DataFrame(job["result"]["rows"])
-            wide = frame.pivot(index="region", columns="source", values="mean").reset_index()
+            spread = frame.assign(value=frame["mean"].map("{:.3f}".format) + " ± " + frame["sd"].map("{:.3f}".format))
+            wide = spread.pivot(index="region", columns="source", values="value").reset_index()
             # Start the matrices on the best-matching pair: the one worth looking at first.
             best = frame.loc[frame["mean"].idxmax()]
             regions, sources = list(dict.fromkeys(frame["region"])), list(dict.fromkeys(frame["source"]))

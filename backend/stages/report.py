@@ -73,6 +73,8 @@ def analyze(
         "meteor_exact": float(meteor(decoded_captions, refs)),
         "rouge_l": float(rouge_l(decoded_captions, refs)),
         "cider": float(cider(decoded_captions, refs)),
+        # cosine between the decoded and the reference caption in the embedder's own space
+        "embedding_similarity": float(np.mean([decoding["stimuli"][str(int(i))]["similarity"] for i in test])),
         "examples": [{"stimulus": int(i), "reference": r, "decoded": d} for i, r, d in list(zip(test, references, decoded_captions))[:5]],
     }
     if captioner != REFERENCE:
