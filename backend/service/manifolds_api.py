@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from backend.models.registry import DEFAULTS
 from backend.service.jobs import Job, JobCancelled
-from backend.service.stages_api import _cancel, _model, _run, complete_captions
+from backend.service.stages_api import cancel_flag, checked_model, run_cancellable, complete_captions
 from backend.service.state import Services, services
 from backend.service.wire import encode_array
 from backend.stages.captions import REFERENCE
@@ -48,15 +48,15 @@ def _what(source: str, embedder: str, region: str | None) -> str:
 @router.post("/api/jobs/manifolds", summary="UMAP maps of the brain responses and of the caption embeddings, aligned")
 def manifolds_job(request: ManifoldsRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
-    _model(request.embedder, "text_embedder")
+    checked_model(request.embedder, "text_embedder")
     complete_captions(s, ds, request.source)
     region = _region(ds, request.region)
 
     def work(job: Job) -> dict:
-        result = _run(
+        result = run_cancellable(
             job,
             lambda: stimulus_manifolds(
-                ds, request.source, request.embedder, region=region, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)
+                ds, request.source, request.embedder, region=region, store=s.store, pool=s.pool, report=job.report, cancel=cancel_flag(job)
             ),
         )
         if job.cancel_requested:

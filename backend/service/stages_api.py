@@ -83,7 +83,8 @@ class GenerateRequest(BaseModel):
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _model(model_id: str, kind: str):
+def checked_model(model_id: str, kind: str):
+    """The model's spec if it is of ``kind`` and its weights are here, else a one-line 4xx."""
     spec = get_model(model_id)
     if spec.kind != kind:
         raise HTTPException(422, f"{model_id} is a {spec.kind.replace('_', ' ')}, not a {kind.replace('_', ' ')}")
@@ -129,19 +130,21 @@ def source_dataset(s: Services, request: EncodeRequest) -> Dataset:
     """The dataset of a request about one caption source and text embedder, both checked: an
     unknown or absent embedder, or a source with missing captions, is a one-line 4xx now."""
     ds = s.dataset(request.dataset)
-    _model(request.embedder, "text_embedder")
+    checked_model(request.embedder, "text_embedder")
     complete_captions(s, ds, request.source)
     return ds
 
 
-def _run(job: Job, work) -> dict:
+def run_cancellable(job: Job, work) -> dict:
+    """``work()`` inside a job: a stage's Cancelled becomes the queue's JobCancelled."""
     try:
         return work()
     except Cancelled:
         raise JobCancelled() from None
 
 
-def _cancel(job: Job):
+def cancel_flag(job: Job):
+    """The ``cancel`` callable the stages poll between batches."""
     return lambda: job.cancel_requested
 
 
@@ -151,17 +154,17 @@ def _cancel(job: Job):
 @router.post("/api/jobs/caption", summary="Caption every stimulus of a dataset with a captioner")
 def caption_job(request: CaptionRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
-    spec = _model(request.model, "captioner")
+    spec = checked_model(request.model, "captioner")
     try:
         caption_stage.caption_params(spec, request.params)  # unknown parameter names fail now
     except ValueError as err:
         raise HTTPException(422, str(err)) from None
 
     def work(job: Job) -> dict:
-        texts = _run(
+        texts = run_cancellable(
             job,
             lambda: caption_stage.caption_dataset(
-                ds, spec.id, store=s.store, pool=s.pool, params=request.params, report=job.report, cancel=_cancel(job)
+                ds, spec.id, store=s.store, pool=s.pool, params=request.params, report=job.report, cancel=cancel_flag(job)
             ),
         )
         if job.cancel_requested:
@@ -174,11 +177,11 @@ def caption_job(request: CaptionRequest, s: Services = Depends(services)) -> dic
 @router.post("/api/jobs/embed-captions", summary="Embed a caption source of a dataset with a text embedder")
 def embed_captions_job(request: EmbedCaptionsRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
-    spec = _model(request.model, "text_embedder")
+    spec = checked_model(request.model, "text_embedder")
     texts = complete_captions(s, ds, request.source)
 
     def work(job: Job) -> dict:
-        vectors = _run(job, lambda: embed_texts_cached(texts, spec.id, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)))
+        vectors = run_cancellable(job, lambda: embed_texts_cached(texts, spec.id, store=s.store, pool=s.pool, report=job.report, cancel=cancel_flag(job)))
         s.store.record_run(ds.id, "embed-text", spec.id, {"source": request.source}, len(texts), len(texts))
         return {"dataset": ds.id, "model": spec.id, "source": request.source, "n": int(vectors.shape[0]), "dim": int(vectors.shape[1])}
 
@@ -188,10 +191,10 @@ def embed_captions_job(request: EmbedCaptionsRequest, s: Services = Depends(serv
 @router.post("/api/jobs/embed-images", summary="Embed every stimulus image with an image embedder")
 def embed_images_job(request: EmbedImagesRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
-    spec = _model(request.model, "image_embedder")
+    spec = checked_model(request.model, "image_embedder")
 
     def work(job: Job) -> dict:
-        vectors = _run(job, lambda: embed_images_cached(ds, spec.id, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)))
+        vectors = run_cancellable(job, lambda: embed_images_cached(ds, spec.id, store=s.store, pool=s.pool, report=job.report, cancel=cancel_flag(job)))
         return {"dataset": ds.id, "model": spec.id, "n": int(vectors.shape[0]), "dim": int(vectors.shape[1])}
 
     return s.jobs.submit("embed-images", request.model_dump(), work).as_dict()
@@ -200,7 +203,7 @@ def embed_images_job(request: EmbedImagesRequest, s: Services = Depends(services
 @router.post("/api/jobs/generate-images", summary="Generate images from stimuli's captions with a text-to-image model")
 def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
-    spec = _model(request.model, "text_to_image")
+    spec = checked_model(request.model, "text_to_image")
     rows = request.stimuli if request.stimuli is not None else [int(i) for i in ds.stimuli.indices("test")]
     for i in rows:
         stimulus_row(ds, i)
@@ -217,9 +220,9 @@ def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> d
         raise HTTPException(422, f"{len(prompts)} images requested; at most {MAX_GENERATE} per job")
 
     def work(job: Job) -> dict:
-        keys = _run(
+        keys = run_cancellable(
             job,
-            lambda: generate_cached(prompts, spec.id, store=s.store, pool=s.pool, seed=request.seed, report=job.report, cancel=_cancel(job)),
+            lambda: generate_cached(prompts, spec.id, store=s.store, pool=s.pool, seed=request.seed, report=job.report, cancel=cancel_flag(job)),
         )
         return {"dataset": ds.id, "model": spec.id, "images": len(set(keys))}
 
@@ -231,9 +234,9 @@ def encode_job(request: EncodeRequest, s: Services = Depends(services)) -> dict:
     ds = source_dataset(s, request)
 
     def work(job: Job) -> dict:
-        result = _run(
+        result = run_cancellable(
             job,
-            lambda: fit_encoding(ds, request.source, request.embedder, store=s.store, pool=s.pool, report=job.report, cancel=_cancel(job)),
+            lambda: fit_encoding(ds, request.source, request.embedder, store=s.store, pool=s.pool, report=job.report, cancel=cancel_flag(job)),
         )
         labels, names = unit_regions(ds)
         by_region = {name: round(value, 3) for name, value in region_summary(result.r, labels, names).items()}
@@ -251,10 +254,10 @@ def decode_job(request: DecodeRequest, s: Services = Depends(services)) -> dict:
         raise HTTPException(422, str(err)) from None
 
     def work(job: Job) -> dict:
-        result = _run(
+        result = run_cancellable(
             job,
             lambda: decode_captions(
-                ds, request.source, request.embedder, store=s.store, pool=s.pool, corpus=corpus, report=job.report, cancel=_cancel(job)
+                ds, request.source, request.embedder, store=s.store, pool=s.pool, corpus=corpus, report=job.report, cancel=cancel_flag(job)
             ),
         )
         about = result.get("corpus") or {}
@@ -326,19 +329,19 @@ class CompareRequest(BaseModel):
 @router.post("/api/jobs/compare-captioners", summary="Encoding accuracy against reconstruction quality, per captioner")
 def compare_job(request: CompareRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
-    _model(request.embedder, "text_embedder")
-    _model(request.text_to_image, "text_to_image")
+    checked_model(request.embedder, "text_embedder")
+    checked_model(request.text_to_image, "text_to_image")
     image_embedder = request.image_embedder or default_image_embedder(ds)
     if image_embedder is not None:
-        _model(image_embedder, "image_embedder")
+        checked_model(image_embedder, "image_embedder")
     sources = complete_sources(s, ds, request.sources)
 
     def work(job: Job) -> dict:
-        rows = _run(
+        rows = run_cancellable(
             job,
             lambda: compare_captioners(
                 ds, sources, request.embedder, request.text_to_image, store=s.store, pool=s.pool,
-                image_embedder=image_embedder, report=job.report, cancel=_cancel(job),
+                image_embedder=image_embedder, report=job.report, cancel=cancel_flag(job),
             ),
         )
         if job.cancel_requested:
@@ -357,11 +360,11 @@ class RsaRequest(BaseModel):
 @router.post("/api/jobs/rsa", summary="RDM correlation of each brain region with each caption source's embeddings")
 def rsa_job(request: RsaRequest, s: Services = Depends(services)) -> dict:
     ds = s.dataset(request.dataset)
-    _model(request.embedder, "text_embedder")
+    checked_model(request.embedder, "text_embedder")
     sources = complete_sources(s, ds, request.sources)
 
     def work(job: Job) -> dict:
-        rows = _run(job, lambda: rsa_table(ds, sources, request.embedder, store=s.store, pool=s.pool, report=job.report))
+        rows = run_cancellable(job, lambda: rsa_table(ds, sources, request.embedder, store=s.store, pool=s.pool, report=job.report))
         return {"dataset": ds.id, "rows": rows}
 
     return s.jobs.submit("rsa", request.model_dump(), work).as_dict()
@@ -372,7 +375,7 @@ def controls_job(request: EncodeRequest, s: Services = Depends(services)) -> dic
     ds = source_dataset(s, request)
 
     def work(job: Job) -> dict:
-        summary = _run(
+        summary = run_cancellable(
             job,
             lambda: compare_controls(
                 ds, request.source, request.embedder, store=s.store, pool=s.pool, lexicon=dataset_lexicon(ds), report=job.report
@@ -417,7 +420,7 @@ def rdms(
     s: Services = Depends(services),
 ) -> dict:
     ds = s.dataset(dataset_id)
-    _model(embedder, "text_embedder")
+    checked_model(embedder, "text_embedder")
     try:
         pair = rdm_pair(ds, region, source, embedder, store=s.store, pool=s.pool, n=n)
     except LookupError as err:
@@ -445,7 +448,7 @@ class TextToBrainRequest(BaseModel):
 )
 def text_to_brain(dataset_id: str, request: TextToBrainRequest, s: Services = Depends(services)) -> Response:
     ds = s.dataset(dataset_id)
-    _model(request.embedder, "text_embedder")
+    checked_model(request.embedder, "text_embedder")
     try:
         result = cached_encoding(ds, request.source, request.embedder, store=s.store)
     except LookupError as err:
@@ -522,7 +525,7 @@ def reconstructions(
 ) -> list[dict]:
     ds = s.dataset(dataset_id)
     i = stimulus_row(ds, index)
-    spec = _model(model, "text_to_image")
+    spec = checked_model(model, "text_to_image")
     texts = [(source, source_captions(s, ds, source)[i]) for source in caption_sources(ds, s.store)]
     decoded = decoded_captions(s, ds, decoded_embedder, corpus=decoded_corpus).get(i)
     if decoded:
