@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"viewer port (default {DEFAULT_PORT})")
     parser.add_argument("--backend-url", help="use a backend that is already running (e.g. on a GPU machine)")
-    parser.add_argument("--backend-port", type=int, help="port for the backend this launcher starts (default: port + 1 if free)")
+    parser.add_argument("--backend-port", type=int, help="port for the backend this launcher starts (default: port + 1, or a free one if taken)")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("datasets", help="list the datasets, with sizes")
     models = commands.add_parser("models", help="the model registry: list, pull, add, remove").add_subparsers(dest="action", required=True)
@@ -168,7 +168,7 @@ def analyze_command(args: argparse.Namespace) -> int:
 
     try:
         corpus = read_corpus(args.corpus) if args.corpus else None
-        ds = open_dataset(args.analyze_dataset)
+        ds = open_dataset(dataset_argument(args.analyze_dataset))
         report = analyze(
             ds, args.captioner, args.embedder, store=Store(), pool=ModelPool(), text_to_image=args.text_to_image, corpus=corpus,
             progress=progress,
@@ -179,6 +179,27 @@ def analyze_command(args: argparse.Namespace) -> int:
     write_bytes_atomic(Path(args.out), json.dumps(report, indent=2).encode())
     print(f"[analyze] wrote {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def dataset_argument(value: str) -> str:
+    """The catalog id for ``--dataset``: an id as it is, or a dataset folder linked into the
+    catalog (the API takes ids only, so a folder is registered here, by the launcher)."""
+    from backend.data.catalog import link_folder, list_datasets
+    from backend.data.folder import MANIFEST
+    from backend.data.ids import is_dataset_id
+    from backend.data.schema import DatasetError
+
+    folder = Path(value).expanduser()
+    if is_dataset_id(value) and (value in {info.id for info in list_datasets()} or not (folder / MANIFEST).is_file()):
+        return value
+    if not folder.is_dir():
+        raise SystemExit(f"error: --dataset {value}: neither a dataset id (`python launch.py datasets`) nor a folder")
+    try:
+        dataset_id = link_folder(folder)
+    except DatasetError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"[launch] {folder} is in the catalog as {dataset_id!r}", flush=True)
+    return dataset_id
 
 
 def _print_table(rows: list[tuple]) -> None:
@@ -263,9 +284,12 @@ def explore(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     supervisor = None
     if args.backend_url:
+        if not _is_id(args.dataset):
+            raise SystemExit("error: --dataset DIR needs the backend this launcher starts; with --backend-url give a dataset id")
         url = args.backend_url
     else:
-        port = args.backend_port or _free_port(args.port + 1)
+        args.dataset = dataset_argument(args.dataset)
+        port = _backend_port(args.backend_port, args.port + 1)
         supervisor = BackendSupervisor("127.0.0.1", port)
         supervisor.start()
         url = supervisor.url
@@ -286,16 +310,34 @@ def explore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _free_port(preferred: int) -> int:
-    """``preferred`` if nothing listens there, else any free loopback port."""
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return s.getsockname()[1]
-            except OSError:
-                continue
-    raise SystemExit("error: no free port for the backend")
+def _is_id(value: str) -> bool:
+    from backend.data.ids import is_dataset_id
+
+    return is_dataset_id(value)
+
+
+def _backend_port(requested: int | None, default: int) -> int:
+    """The backend's port: ``requested`` or an error if it is taken; ``default`` if free, else
+    another free port, said out loud (the supervisor restarts the backend on the same port)."""
+    if requested is not None:
+        if not _port_free(requested):
+            raise SystemExit(f"error: --backend-port {requested} is taken; choose another or leave it out")
+        return requested
+    if _port_free(default):
+        return default
+    port = _port_free(0)
+    print(f"[launch] port {default} is taken; the backend listens on {port} instead", flush=True)
+    return port
+
+
+def _port_free(port: int) -> int:
+    """The port bound (``port``, or a free one for 0) if a loopback socket can bind it, else 0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return s.getsockname()[1]
+        except OSError:
+            return 0
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ def test_absent_maps_are_a_404_naming_the_job(client):
 def test_bad_requests_are_one_line_4xx(client):
     with pytest.raises(BackendError, match="no region 'V99'") as err:
         client.manifolds("demo-human", region="V99")
-    assert err.value.status == 422
+    assert err.value.status == 404
     with pytest.raises(BackendError, match="no region 'V99'"):
         client.compute_manifolds("demo-human", region="V99")
     with pytest.raises(BackendError, match="has not captioned"):

@@ -23,7 +23,7 @@ from viewer.controls_tab import ControlsTab
 from viewer.summary_tabs import ComparisonTab, RsaTab
 from viewer.encoding_tab import EncodingTab
 from viewer.manifold_panel import ManifoldPanel
-from viewer.model_runs import ModelRuns, reconstruction_items
+from viewer.model_runs import MAX_CORPUS_UPLOAD, ModelRuns, reconstruction_items
 from viewer.mouse_panel import MousePanel
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -160,7 +160,7 @@ class Explorer:
         try:
             return self.client.decoded(dataset_id, index, corpus=self.corpora.get(dataset_id))
         except BackendError as err:
-            if err.status in (404, 422):
+            if err.status in (404, 409):
                 return None
             raise
 
@@ -420,7 +420,8 @@ def run_viewer(client: BackendClient, dataset_id: str, host: str, port: int) -> 
     """Build and serve the page (blocks until interrupted)."""
     app = build_app(client, dataset_id=dataset_id)
     app.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, show_error=True, quiet=True, css=CSS, footer_links=["api"]
+        server_name=host, server_port=port, show_error=True, quiet=True, css=CSS, footer_links=["api"],
+        max_file_size=MAX_CORPUS_UPLOAD,  # the only upload is a caption corpus; Gradio refuses larger files itself
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -15,10 +16,11 @@ import backend
 from backend.data import catalog
 from backend.data.schema import Dataset, DatasetError, NeuronSpace
 from backend.data.surface import display_vertices, load_hemispheres
-from backend.service.state import Services, services, stimulus_row
+from backend.service.state import DatasetId, Services, services, stimulus_row
 from backend.service.wire import array_headers, encode_array
+from backend.service.errors import error_responses
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(404, 409, 503))
 MAX_PAGE = 500
 MAX_IMAGE_SIZE = 1024
 
@@ -34,7 +36,7 @@ def datasets(s: Services = Depends(services)) -> list[dict]:
 
 
 @router.get("/api/datasets/{dataset_id}", summary="One dataset's description, splits and planted truth")
-def dataset_detail(dataset_id: str, s: Services = Depends(services)) -> dict:
+def dataset_detail(dataset_id: DatasetId, s: Services = Depends(services)) -> dict:
     ds = s.dataset(dataset_id)
     return {
         "id": ds.id,
@@ -53,7 +55,7 @@ def dataset_detail(dataset_id: str, s: Services = Depends(services)) -> dict:
 
 @router.get("/api/datasets/{dataset_id}/stimuli", summary="A page of stimuli, optionally filtered by caption words")
 def stimuli(
-    dataset_id: str,
+    dataset_id: DatasetId,
     q: str = Query("", max_length=200, description="words that must all appear in the caption or category"),
     split: str | None = Query(None, pattern="^(train|test)$"),
     offset: int = Query(0, ge=0),
@@ -67,7 +69,7 @@ def stimuli(
 
 
 @router.get("/api/datasets/{dataset_id}/stimuli/{index}", summary="One stimulus's metadata")
-def stimulus(dataset_id: str, index: int, s: Services = Depends(services)) -> dict:
+def stimulus(dataset_id: DatasetId, index: int, s: Services = Depends(services)) -> dict:
     ds = s.dataset(dataset_id)
     return _stimulus_item(ds, stimulus_row(ds, index))
 
@@ -78,9 +80,11 @@ def stimulus(dataset_id: str, index: int, s: Services = Depends(services)) -> di
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def stimulus_image(dataset_id: str, index: int, size: int = Query(0, ge=0, le=MAX_IMAGE_SIZE), s: Services = Depends(services)) -> Response:
+def stimulus_image(dataset_id: DatasetId, index: int, size: int = Query(0, ge=0, le=MAX_IMAGE_SIZE), s: Services = Depends(services)) -> Response:
     ds = s.dataset(dataset_id)
-    png = _image_png(str(ds.stimuli.image_paths[stimulus_row(ds, index)]), size)
+    path = Path(ds.stimuli.image_paths[stimulus_row(ds, index)])
+    shown = path.relative_to(ds.root).as_posix() if path.is_relative_to(ds.root) else path.name
+    png = _image_png(str(path), size, shown)
     return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
@@ -90,13 +94,13 @@ def stimulus_image(dataset_id: str, index: int, size: int = Query(0, ge=0, le=MA
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def stimulus_responses(dataset_id: str, index: int, s: Services = Depends(services)) -> Response:
+def stimulus_responses(dataset_id: DatasetId, index: int, s: Services = Depends(services)) -> Response:
     ds = s.dataset(dataset_id)
     return _array_response(ds.responses[stimulus_row(ds, index)])
 
 
 @router.get("/api/datasets/{dataset_id}/space", summary="The unit space: mesh and ROIs, or neurons and areas")
-def unit_space(dataset_id: str, s: Services = Depends(services)) -> dict:
+def unit_space(dataset_id: DatasetId, s: Services = Depends(services)) -> dict:
     space = s.dataset(dataset_id).space
     if isinstance(space, NeuronSpace):
         return {
@@ -124,7 +128,7 @@ def surface(mesh: str, kind: str = Query("inflated", pattern="^(inflated|pial|wh
 
 
 @router.get("/api/datasets/{dataset_id}/truth", summary="The planted ground-truth maps (simulated datasets)")
-def truth(dataset_id: str, s: Services = Depends(services)) -> dict:
+def truth(dataset_id: DatasetId, s: Services = Depends(services)) -> dict:
     return {"maps": s.dataset(dataset_id).truth}
 
 
@@ -134,7 +138,7 @@ def truth(dataset_id: str, s: Services = Depends(services)) -> dict:
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def truth_map(dataset_id: str, name: str, s: Services = Depends(services)) -> Response:
+def truth_map(dataset_id: DatasetId, name: str, s: Services = Depends(services)) -> Response:
     ds = s.dataset(dataset_id)
     try:
         return _array_response(ds.truth_map(name))
@@ -143,7 +147,7 @@ def truth_map(dataset_id: str, name: str, s: Services = Depends(services)) -> Re
 
 
 @router.get("/api/datasets/{dataset_id}/noise-ceiling", response_class=Response, summary="Per-unit noise ceiling, percent: float32 bytes")
-def noise_ceiling(dataset_id: str, s: Services = Depends(services)) -> Response:
+def noise_ceiling(dataset_id: DatasetId, s: Services = Depends(services)) -> Response:
     ds = s.dataset(dataset_id)
     if ds.noise_ceiling is None:
         raise HTTPException(404, f"dataset {ds.id!r} has no noise ceiling")
@@ -188,7 +192,8 @@ def _search_texts(ds: Dataset) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=512)
-def _image_png(path: str, size: int) -> bytes:
+def _image_png(path: str, size: int, shown: str) -> bytes:
+    """PNG bytes of the image at ``path``; errors name it as ``shown`` (relative to its dataset)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -202,7 +207,7 @@ def _image_png(path: str, size: int) -> bytes:
             image.save(buffer, format="PNG")
             return buffer.getvalue()
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"{path}: not a readable image ({err})") from None
+        raise DatasetError(f"{shown}: not a readable image ({type(err).__name__})") from None
 
 
 @functools.lru_cache(maxsize=4)

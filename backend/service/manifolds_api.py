@@ -15,17 +15,18 @@ from pydantic import BaseModel, Field
 from backend.models.registry import DEFAULTS
 from backend.service.jobs import Job, JobCancelled
 from backend.service.stages_api import cancel_flag, checked_model, run_cancellable, complete_captions
-from backend.service.state import Services, services
+from backend.service.state import DatasetField, DatasetId, Services, services
 from backend.service.wire import encode_array
 from backend.stages.captions import REFERENCE
 from backend.stages.encoding import unit_regions
 from backend.stages.manifolds import cached_manifolds, region_units, stimulus_manifolds
+from backend.service.errors import error_responses
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(400, 404, 409, 413, 503))
 
 
 class ManifoldsRequest(BaseModel):
-    dataset: str
+    dataset: DatasetField
     source: str = Field(REFERENCE, description='"reference" or the captioner whose captions to embed')
     embedder: str = DEFAULTS["text_embedder"]
     region: str | None = Field(None, description="a ROI or area name; default: every unit with explainable variance")
@@ -36,7 +37,7 @@ def _region(ds, region: str | None) -> str | None:
     try:
         region_units(ds, region)
     except ValueError as err:
-        raise HTTPException(422, str(err)) from None
+        raise HTTPException(404, str(err)) from None
     return region
 
 
@@ -77,7 +78,7 @@ def manifolds_job(request: ManifoldsRequest, s: Services = Depends(services)) ->
 
 @router.get("/api/datasets/{dataset_id}/manifolds", summary="The cached brain and text maps (run the manifolds job first)")
 def manifolds(
-    dataset_id: str,
+    dataset_id: DatasetId,
     source: str = REFERENCE,
     embedder: str = DEFAULTS["text_embedder"],
     region: str | None = None,
@@ -88,7 +89,7 @@ def manifolds(
     try:
         result = cached_manifolds(ds, source, embedder, region=region, store=s.store)
     except LookupError as err:
-        raise HTTPException(422, str(err.args[0])) from None
+        raise HTTPException(404, str(err.args[0])) from None
     if result is None:
         raise HTTPException(404, f"no manifolds of {_what(source, embedder, region)} yet; run a manifolds job first (POST /api/jobs/manifolds)")
     payload = {
@@ -104,7 +105,7 @@ def manifolds(
 
 
 @router.get("/api/datasets/{dataset_id}/manifolds/regions", summary="Regions (ROIs or areas) a brain map can be drawn from")
-def manifold_regions(dataset_id: str, s: Services = Depends(services)) -> list[dict]:
+def manifold_regions(dataset_id: DatasetId, s: Services = Depends(services)) -> list[dict]:
     ds = s.dataset(dataset_id)
     labels, names = unit_regions(ds)
     counts = np.bincount(np.asarray(labels, np.int64), minlength=len(names))

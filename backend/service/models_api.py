@@ -6,8 +6,9 @@ from fastapi import APIRouter, Query
 
 from backend.models.registry import KINDS, ModelSpec, get_model, list_models
 from backend.models.weights import pull_command, weights_present
+from backend.service.errors import error_responses
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(404))
 
 
 def describe(spec: ModelSpec) -> dict:

@@ -7,11 +7,11 @@ kind is a one-line 4xx at once rather than a job that fails later.
 
 from __future__ import annotations
 
-import re
+from typing import Annotated
 
 import numpy as np
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -20,57 +20,58 @@ from backend.models.device import Cancelled
 from backend.models.registry import DEFAULTS, get_model
 from backend.models.weights import ModelUnavailable, require_weights
 from backend.service.jobs import Job, JobCancelled
-from backend.service.state import Services, services, stimulus_row
+from backend.service.state import DatasetField, DatasetId, Services, services, stimulus_row
 from backend.stages import captions as caption_stage
 from backend.stages.captions import REFERENCE, caption_sources
 from backend.stages.captions import source_captions as _source_captions
 from backend.stages.embeddings import embed_images_cached, embed_texts_cached
 from backend.stages.comparison import compare_captioners, default_image_embedder
 from backend.stages.controls import CONTROLS, cached_control_r, compare_controls, dataset_lexicon
-from backend.stages.decoding import MAX_CORPUS, cached_decoding, check_corpus, decode_captions
+from backend.stages.decoding import MAX_CORPUS, MAX_CORPUS_CAPTION, cached_decoding, check_corpus, decode_captions
 from backend.stages.encoding import cached_encoding, fit_encoding, region_summary, unit_regions
 from backend.stages.images import generate_cached, image_keys
 from backend.stages.rsa import MAX_SHOWN as MAX_RDM_STIMULI
 from backend.stages.rsa import rdm_pair, rsa_table
 from backend.service.wire import array_headers
+from backend.service.errors import error_responses, invalid
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(400, 404, 409, 413, 503))
 MAX_GENERATE = 2000
 #: The source name of a reconstruction from the caption decoded from the brain (reference captions).
 DECODED = "decoded from the brain"
 
 
 class CaptionRequest(BaseModel):
-    dataset: str
+    dataset: DatasetField
     model: str
     params: dict = Field(default_factory=dict, description="generation parameters, e.g. max_new_tokens")
 
 
 class EmbedCaptionsRequest(BaseModel):
-    dataset: str
+    dataset: DatasetField
     model: str = DEFAULTS["text_embedder"]
     source: str = Field(REFERENCE, description='"reference" or the id of a captioner whose captions to embed')
 
 
 class EmbedImagesRequest(BaseModel):
-    dataset: str
+    dataset: DatasetField
     model: str
 
 
 class EncodeRequest(BaseModel):
-    dataset: str
+    dataset: DatasetField
     source: str = Field(REFERENCE, description='"reference" or the captioner whose captions to embed')
     embedder: str = DEFAULTS["text_embedder"]
 
 
 class DecodeRequest(EncodeRequest):
-    corpus: list[str] | None = Field(
-        None, max_length=MAX_CORPUS, description="captions to retrieve from; default: the source's training captions"
+    corpus: list[Annotated[str, Field(pattern=r"\S", max_length=MAX_CORPUS_CAPTION)]] | None = Field(
+        None, min_length=2, max_length=MAX_CORPUS, description="captions to retrieve from; default: the source's training captions"
     )
 
 
 class GenerateRequest(BaseModel):
-    dataset: str
+    dataset: DatasetField
     model: str
     sources: list[str] = Field(default_factory=lambda: [REFERENCE], description="caption sources to draw from")
     stimuli: list[int] | None = Field(None, description="stimulus rows; default: the test split")
@@ -87,8 +88,8 @@ def checked_model(model_id: str, kind: str):
     """The model's spec if it is of ``kind`` and its weights are here, else a one-line 4xx."""
     spec = get_model(model_id)
     if spec.kind != kind:
-        raise HTTPException(422, f"{model_id} is a {spec.kind.replace('_', ' ')}, not a {kind.replace('_', ' ')}")
-    require_weights(spec)  # ModelUnavailable -> 422 with the pull command
+        raise HTTPException(404, f"{model_id} is a {spec.kind.replace('_', ' ')}, not a {kind.replace('_', ' ')}")
+    require_weights(spec)  # ModelUnavailable -> 409 with the pull command
     return spec
 
 
@@ -96,15 +97,15 @@ def source_captions(s: Services, ds: Dataset, source: str) -> list[str | None]:
     try:
         return _source_captions(ds, source, s.store)
     except LookupError as err:
-        raise HTTPException(422, str(err.args[0])) from None
+        raise HTTPException(404, str(err.args[0])) from None
 
 
 def complete_captions(s: Services, ds: Dataset, source: str) -> list[str]:
-    """The source's captions, or a 422 if some stimulus has none yet."""
+    """The source's captions, or a 409 if some stimulus has none yet."""
     texts = source_captions(s, ds, source)
     missing = sum(t is None for t in texts)
     if missing:
-        raise HTTPException(422, f"{source!r} has no caption yet for {missing} stimuli; finish its caption job first")
+        raise HTTPException(409, f"{source!r} has no caption yet for {missing} stimuli; finish its caption job first")
     return texts
 
 
@@ -158,7 +159,7 @@ def caption_job(request: CaptionRequest, s: Services = Depends(services)) -> dic
     try:
         caption_stage.caption_params(spec, request.params)  # unknown parameter names fail now
     except ValueError as err:
-        raise HTTPException(422, str(err)) from None
+        raise invalid("params", str(err)) from None
 
     def work(job: Job) -> dict:
         texts = run_cancellable(
@@ -215,9 +216,9 @@ def generate_job(request: GenerateRequest, s: Services = Depends(services)) -> d
         decoded = decoded_captions(s, ds, request.decoded_embedder, corpus=request.decoded_corpus)
         prompts += [decoded[i] for i in rows if i in decoded]
     if not prompts:
-        raise HTTPException(422, "no captions to generate from: caption the stimuli first")
+        raise HTTPException(409, "no captions to generate from: caption the stimuli first")
     if len(prompts) > MAX_GENERATE:
-        raise HTTPException(422, f"{len(prompts)} images requested; at most {MAX_GENERATE} per job")
+        raise invalid("stimuli", f"{len(prompts)} images requested; at most {MAX_GENERATE} per job")
 
     def work(job: Job) -> dict:
         keys = run_cancellable(
@@ -251,7 +252,7 @@ def decode_job(request: DecodeRequest, s: Services = Depends(services)) -> dict:
     try:
         corpus = check_corpus(request.corpus) if request.corpus is not None else None
     except ValueError as err:
-        raise HTTPException(422, str(err)) from None
+        raise invalid("corpus", str(err)) from None
 
     def work(job: Job) -> dict:
         result = run_cancellable(
@@ -274,7 +275,7 @@ def decode_job(request: DecodeRequest, s: Services = Depends(services)) -> dict:
 
 @router.get("/api/datasets/{dataset_id}/stimuli/{index}/decoded", summary="The caption decoded from the brain for a test stimulus")
 def decoded_caption(
-    dataset_id: str,
+    dataset_id: DatasetId,
     index: int,
     source: str = REFERENCE,
     embedder: str = DEFAULTS["text_embedder"],
@@ -286,7 +287,7 @@ def decoded_caption(
     try:
         result = cached_decoding(ds, source, embedder, s.store, corpus=corpus)
     except LookupError as err:
-        raise HTTPException(422, str(err.args[0])) from None
+        raise HTTPException(404, str(err.args[0])) from None
     if result is None:
         within = "" if corpus is None else f" from corpus {corpus[:12]}..."
         raise HTTPException(404, f"no brain decoding of {source!r} captions by {embedder}{within} yet; run a decode job first")
@@ -298,7 +299,7 @@ def decoded_caption(
 
 @router.get("/api/datasets/{dataset_id}/encoding", summary="A fitted encoding model's per-unit map: float32 bytes", response_class=Response)
 def encoding_map(
-    dataset_id: str,
+    dataset_id: DatasetId,
     source: str = REFERENCE,
     embedder: str = DEFAULTS["text_embedder"],
     part: str = Query("r", pattern="^(r|fraction_of_ceiling|alpha|cv_score|intercept)$"),
@@ -308,7 +309,7 @@ def encoding_map(
     try:
         result = cached_encoding(ds, source, embedder, store=s.store)
     except LookupError as err:
-        raise HTTPException(422, str(err.args[0])) from None
+        raise HTTPException(404, str(err.args[0])) from None
     if result is None:
         raise HTTPException(404, f"no encoding model of {source!r} captions embedded by {embedder} yet; fit one first")
     values = np.asarray(getattr(result, part), dtype="<f4")
@@ -316,7 +317,7 @@ def encoding_map(
 
 
 class CompareRequest(BaseModel):
-    dataset: str
+    dataset: DatasetField
     embedder: str = DEFAULTS["text_embedder"]
     text_to_image: str = "sim-scene-renderer"
     sources: list[str] | None = Field(None, description="caption sources; default: every complete one")
@@ -352,7 +353,7 @@ def compare_job(request: CompareRequest, s: Services = Depends(services)) -> dic
 
 
 class RsaRequest(BaseModel):
-    dataset: str
+    dataset: DatasetField
     embedder: str = DEFAULTS["text_embedder"]
     sources: list[str] | None = Field(None, description="caption sources; default: every complete one")
 
@@ -392,7 +393,7 @@ def controls_job(request: EncodeRequest, s: Services = Depends(services)) -> dic
     response_class=Response,
 )
 def control_difference(
-    dataset_id: str,
+    dataset_id: DatasetId,
     control: str = Query(..., pattern="^(" + "|".join(CONTROLS) + ")$"),
     source: str = REFERENCE,
     embedder: str = DEFAULTS["text_embedder"],
@@ -403,7 +404,7 @@ def control_difference(
         full = cached_encoding(ds, source, embedder, store=s.store)
         other = cached_control_r(ds, source, embedder, control, s.store, lexicon=dataset_lexicon(ds))
     except LookupError as err:
-        raise HTTPException(422, str(err.args[0])) from None
+        raise HTTPException(404, str(err.args[0])) from None
     if full is None or other is None:
         raise HTTPException(404, f"no {control} control of {source!r} captions by {embedder} yet; run a controls job first")
     values = np.asarray(full.r - other, dtype="<f4")
@@ -412,7 +413,7 @@ def control_difference(
 
 @router.get("/api/datasets/{dataset_id}/rdms", summary="The RDMs of a region and of a caption source's embeddings, to display")
 def rdms(
-    dataset_id: str,
+    dataset_id: DatasetId,
     region: str,
     source: str = REFERENCE,
     embedder: str = DEFAULTS["text_embedder"],
@@ -424,7 +425,7 @@ def rdms(
     try:
         pair = rdm_pair(ds, region, source, embedder, store=s.store, pool=s.pool, n=n)
     except LookupError as err:
-        raise HTTPException(422, str(err.args[0])) from None
+        raise HTTPException(404, str(err.args[0])) from None
     return {
         "region": region,
         "source": source,
@@ -446,13 +447,13 @@ class TextToBrainRequest(BaseModel):
     summary="The response a fitted encoding model predicts for a sentence: float32 bytes per unit",
     response_class=Response,
 )
-def text_to_brain(dataset_id: str, request: TextToBrainRequest, s: Services = Depends(services)) -> Response:
+def text_to_brain(dataset_id: DatasetId, request: TextToBrainRequest, s: Services = Depends(services)) -> Response:
     ds = s.dataset(dataset_id)
     checked_model(request.embedder, "text_embedder")
     try:
         result = cached_encoding(ds, request.source, request.embedder, store=s.store)
     except LookupError as err:
-        raise HTTPException(422, str(err.args[0])) from None
+        raise HTTPException(404, str(err.args[0])) from None
     if result is None:
         raise HTTPException(404, f"no encoding model of {request.source!r} captions by {request.embedder} yet; fit one first")
     embedding = embed_texts_cached([request.text], request.embedder, store=s.store, pool=s.pool)
@@ -485,7 +486,7 @@ def cancel(job_id: str, s: Services = Depends(services)) -> dict:
 
 
 @router.get("/api/datasets/{dataset_id}/stimuli/{index}/captions", summary="Every caption of the stimulus")
-def stimulus_captions(dataset_id: str, index: int, s: Services = Depends(services)) -> dict:
+def stimulus_captions(dataset_id: DatasetId, index: int, s: Services = Depends(services)) -> dict:
     ds = s.dataset(dataset_id)
     i = stimulus_row(ds, index)
     captions = {}
@@ -498,7 +499,7 @@ def stimulus_captions(dataset_id: str, index: int, s: Services = Depends(service
 
 
 @router.get("/api/datasets/{dataset_id}/captioners", summary="Caption sources of a dataset with labels")
-def captioners(dataset_id: str, s: Services = Depends(services)) -> list[dict]:
+def captioners(dataset_id: DatasetId, s: Services = Depends(services)) -> list[dict]:
     ds = s.dataset(dataset_id)
     out = []
     for source in caption_sources(ds, s.store):
@@ -515,7 +516,7 @@ def captioners(dataset_id: str, s: Services = Depends(services)) -> list[dict]:
 
 @router.get("/api/datasets/{dataset_id}/stimuli/{index}/reconstructions", summary="Images generated from the stimulus's captions")
 def reconstructions(
-    dataset_id: str,
+    dataset_id: DatasetId,
     index: int,
     model: str = Query(..., description="text-to-image model id"),
     seed: int = 0,
@@ -540,9 +541,10 @@ def reconstructions(
 
 
 @router.get("/api/outputs/images/{key}", summary="A generated image (PNG) by its store key", response_class=Response)
-def output_image(key: str, s: Services = Depends(services)) -> Response:
-    if not re.fullmatch(r"[0-9a-f]{64}", key):
-        raise HTTPException(422, "an image key is 64 hexadecimal characters")
+def output_image(
+    key: Annotated[str, Path(pattern="^[0-9a-f]{64}$", description="the image's store key (from /reconstructions)")],
+    s: Services = Depends(services),
+) -> Response:
     entry = s.store.get(key)
     if entry is None or entry[0] != "png":
         raise HTTPException(404, f"no generated image {key[:12]}...")

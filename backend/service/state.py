@@ -5,16 +5,28 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Path, Request
+from pydantic import Field
 
 from backend.cache import Store
 from backend.data import catalog
 from backend.data.demo.world import DEMO_IDS, ensure_demo_world
+from backend.data.ids import DATASET_ID_PATTERN, MAX_ID_LENGTH
 from backend.data.schema import Dataset
 from backend.service.jobs import JobQueue
 
 log = logging.getLogger("cortextual.backend")
+
+_ID_HELP = "a dataset id from GET /api/datasets (a plain name, never a path)"
+#: A dataset id in a URL path, and in a job body: checked against the one id pattern.
+DatasetId = Annotated[
+    str, Path(pattern=DATASET_ID_PATTERN, max_length=MAX_ID_LENGTH, description=_ID_HELP, examples=["demo-human"])
+]
+DatasetField = Annotated[
+    str, Field(pattern=DATASET_ID_PATTERN, max_length=MAX_ID_LENGTH, description=_ID_HELP, examples=["demo-human"])
+]
 
 
 class DemoPreparation:
@@ -56,7 +68,7 @@ class Services:
     def __init__(self, prepare_demo: bool = True) -> None:
         self.demo = DemoPreparation()
         self.store = Store()
-        self.jobs = JobQueue()
+        self.jobs = JobQueue(store=self.store)
         self._pool = None
         self._pool_lock = threading.Lock()
         if prepare_demo:

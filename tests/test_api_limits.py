@@ -1,0 +1,72 @@
+"""Request limits and protocol details of the backend: body size caps (413), truthful OPTIONS."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+CAP = 4096
+
+
+@pytest.fixture(scope="module")
+def capped(small_world):
+    from backend.service.app import create_app
+
+    with TestClient(create_app(prepare_demo=False, max_body=CAP)) as client:
+        yield client
+
+
+def test_a_declared_body_over_the_cap_is_413_before_it_is_read(capped):
+    body = {"dataset": "demo-human", "corpus": ["a caption that repeats"] * 400}
+    response = capped.post("/api/jobs/decode", json=body)
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+    assert capped.get("/api/health").status_code == 200
+
+
+def test_a_chunked_body_over_the_cap_is_413(capped):
+    def chunks():
+        for _ in range(20):
+            yield b"x" * 1024
+
+    response = capped.post("/api/jobs/decode", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_bodies_within_the_cap_reach_the_route(capped):
+    response = capped.post("/api/jobs/decode", json={"dataset": "no-such-dataset"})
+    assert response.status_code == 404 and "unknown dataset" in response.json()["detail"]
+
+
+def test_the_real_backend_caps_bodies_at_32_mib(backend_url):
+    from backend.service.limits import MAX_BODY_BYTES
+
+    assert MAX_BODY_BYTES == 32 * 2**20
+    payload = b'{"dataset": "demo-human", "corpus": ["' + b"x" * (MAX_BODY_BYTES + 10) + b'"]}'
+    try:
+        response = httpx.post(f"{backend_url}/api/jobs/decode", content=payload, headers={"content-type": "application/json"}, timeout=60)
+        assert response.status_code == 413
+    except httpx.TransportError:  # the server may close while the client still sends: refused all the same
+        pass
+    assert httpx.get(f"{backend_url}/api/health", timeout=10).json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/jobs/caption", {"POST", "GET"}),  # GET: /api/jobs/{job_id} serves it too (a 404 job lookup)
+        ("/api/jobs/job-0123456789ab", {"GET"}),
+        ("/api/jobs/job-0123456789ab/cancel", {"POST"}),
+        ("/api/datasets/demo-human/text-to-brain", {"POST"}),
+        ("/api/datasets/demo-human", {"GET"}),
+    ],
+)
+def test_options_lists_every_method_of_the_path(backend_url, path, methods):
+    response = httpx.options(backend_url + path, timeout=10)
+    assert response.status_code == 204
+    allowed = {m.strip() for m in response.headers["allow"].split(",")}
+    assert allowed == methods | {"OPTIONS"} or allowed == methods | {"OPTIONS", "HEAD"}, allowed
+
+
+def test_options_on_no_route_is_404(backend_url):
+    assert httpx.options(f"{backend_url}/api/nothing-here", timeout=10).status_code == 404
