@@ -93,6 +93,8 @@ class Store:
                 "params TEXT NOT NULL, done INTEGER NOT NULL, total INTEGER NOT NULL, updated REAL NOT NULL, "
                 "PRIMARY KEY (dataset, stage, model, params))"
             )
+            # Job records outlive the backend process, so a restart can say what it interrupted.
+            db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, record TEXT NOT NULL, created REAL NOT NULL)")
 
     def _connect(self) -> _Transaction:
         # One connection per thread: sqlite3 connections must not cross threads.
@@ -154,6 +156,24 @@ class Store:
                 "SELECT model, params, done, total FROM runs WHERE dataset = ? AND stage = ? ORDER BY updated", (dataset, stage)
             ).fetchall()
         return [{"model": m, "params": json.loads(p), "done": d, "total": t} for m, p, d, t in rows]
+
+    # -- job records ---------------------------------------------------------------------------
+    def save_job(self, record: dict, keep: int = 500) -> None:
+        """Write a job's JSON record (see ``Job.as_dict``); only the newest ``keep`` are kept."""
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)", (record["id"], json.dumps(record), record["created"]))
+            db.execute("DELETE FROM jobs WHERE id NOT IN (SELECT id FROM jobs ORDER BY created DESC LIMIT ?)", (keep,))
+
+    def job_record(self, job_id: str) -> dict | None:
+        with self._connect() as db:
+            row = db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def job_records(self, limit: int = 200) -> list[dict]:
+        """The newest job records, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT record FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     # -- typed helpers -------------------------------------------------------------------------
     def get_text(self, key: str) -> str | None:

@@ -97,6 +97,14 @@ def test_viewer_uses_a_backend_that_is_already_running(backend_url):
             time.sleep(0.3)
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).json()
         assert any("Cortextual" in str(c.get("props", {}).get("value", "")) for c in config["components"])
+        # Uploads are capped at the corpus limit by Gradio itself, before anything is stored.
+        from viewer.model_runs import MAX_CORPUS_UPLOAD
+
+        upload = f"http://127.0.0.1:{port}/gradio_api/upload"
+        too_big = httpx.post(upload, files={"files": ("corpus.txt", b"a caption\n" * (MAX_CORPUS_UPLOAD // 10 + 1))}, timeout=60)
+        assert too_big.status_code == 413, too_big.text[:200]
+        small = httpx.post(upload, files={"files": ("corpus.txt", b"a caption\nanother one\n")}, timeout=60)
+        assert small.status_code == 200, small.text[:200]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
@@ -127,3 +135,56 @@ def test_import_command_writes_a_listed_dataset_and_explains_errors(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 1 and "colour" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_job_interrupted_by_a_backend_crash_is_reported_and_run_again(small_world):
+    """kill -9 mid-job: the restarted backend reports the job as interrupted (not 404), and the
+    viewer's job follower runs it again once, to completion."""
+    import launch
+    from viewer.model_runs import follow_job, job_summary
+
+    supervisor = launch.BackendSupervisor("127.0.0.1", free_port())
+    supervisor.start()
+    client = BackendClient(supervisor.url, timeout=10)
+    started: list[dict] = []
+
+    def start() -> dict:
+        job = client.encode("demo-human", "sim-one-object", "sentence-transformers/all-MiniLM-L6-v2")
+        started.append(job)
+        if len(started) == 1:  # the backend dies while its first job is queued or running
+            os.kill(client.health()["pid"], signal.SIGKILL)
+        return job
+
+    try:
+        wait_health(client)
+        quiet = lambda *args, **kwargs: None  # noqa: E731  (no progress bar here)
+        assert follow_job(client, lambda: client.caption("demo-human", "sim-one-object"), quiet)["state"] == "done"
+        supervisor.watch()
+        job = follow_job(client, start, quiet)
+        assert job["state"] == "done" and job["restarted"], job
+        assert "run again after the backend restarted" in job_summary(job)
+        assert len(started) == 2 and started[0]["id"] != started[1]["id"]
+        first = client.job(started[0]["id"])
+        assert first["state"] == "interrupted" and "restarted" in first["message"], first
+        assert supervisor.restarts == 1
+    finally:
+        supervisor.stop()
+        client.close()
+
+
+def test_a_taken_backend_port_is_said_or_refused(capsys):
+    import socket
+
+    import launch
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = launch._backend_port(None, port)
+        assert other != port and f"port {port} is taken" in capsys.readouterr().out
+        with pytest.raises(SystemExit, match=f"--backend-port {port} is taken"):
+            launch._backend_port(port, port + 1)
+    free = free_port()
+    assert launch._backend_port(None, free) == free and capsys.readouterr().out == ""

@@ -147,3 +147,33 @@ def test_a_failing_job_keeps_a_one_line_error_and_the_queue_goes_on():
     assert after.state == "done"
     with pytest.raises(KeyError, match="no job"):
         jobs.get("job-999")
+
+
+def test_job_records_outlive_the_queue_and_say_what_a_restart_interrupted(tmp_path):
+    """A second queue on the same store stands for the restarted backend: the first process's
+    finished job reads back as it ended, its running one as interrupted (its process is gone)."""
+    store = Store(tmp_path / "store.sqlite")
+    first = JobQueue(store=store)
+    finished = first.submit("count", {"n": 3}, lambda job: {"sum": 6})
+    wait(finished)
+    release = threading.Event()
+    running = first.submit("slow", {"dataset": "demo-human"}, lambda job: (job.report(2, 10, "embedded 2 of 10"), release.wait(10)))
+    wait(running, states=("running",))
+    time.sleep(0.05)
+
+    # The record of the running job, as a process that died would have left it.
+    record = store.job_record(running.id)
+    assert record["state"] == "running" and record["params"] == {"dataset": "demo-human"}
+    record["pid"] = 2**22 + 12345  # beyond pid_max here: no such process
+    store.save_job(record)
+
+    second = JobQueue(store=store)
+    done = second.get(finished.id).as_dict()
+    assert done["state"] == "done" and done["result"] == {"sum": 6}
+    lost = second.get(running.id).as_dict()
+    assert lost["state"] == "interrupted" and "restarted" in lost["message"] and lost["kind"] == "slow"
+    assert {j.as_dict()["id"] for j in second.list()} >= {finished.id, running.id}
+    assert second.cancel(running.id).as_dict()["state"] == "interrupted", "nothing to cancel in a dead process"
+    fresh = second.submit("count", {}, lambda job: {})
+    assert fresh.id not in (finished.id, running.id), "ids are never reused across restarts"
+    release.set()

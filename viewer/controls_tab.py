@@ -95,7 +95,7 @@ class ControlsTab:
 
         def run(ds, control, source_id, embedder_id, progress=gr.Progress()):
             try:
-                job = follow_job(client, client.controls(ds, source_id, embedder_id), progress)
+                job = follow_job(client, lambda: client.controls(ds, source_id, embedder_id), progress)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             if job["state"] != "done":

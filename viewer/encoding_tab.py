@@ -96,7 +96,7 @@ class EncodingTab:
 
         def fit(ds, source, embedder, part, progress=gr.Progress()):
             try:
-                job = follow_job(client, client.encode(ds, source, embedder), progress)
+                job = follow_job(client, lambda: client.encode(ds, source, embedder), progress)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             if job["state"] != "done":

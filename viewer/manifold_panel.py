@@ -277,8 +277,11 @@ class ManifoldPanel:
         if not dataset_id:
             raise gr.Error("no dataset selected")
         try:
-            job = self.client.compute_manifolds(dataset_id, source or "reference", embedder or DEFAULT_EMBEDDER, _region(region))
-            job = follow_job(self.client, job, progress)
+            job = follow_job(
+                self.client,
+                lambda: self.client.compute_manifolds(dataset_id, source or "reference", embedder or DEFAULT_EMBEDDER, _region(region)),
+                progress,
+            )
         except BackendError as err:
             raise gr.Error(str(err)) from None
         if job["state"] != "done":

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
-from backend.service.client import BackendClient, BackendError
+from backend.service.client import BackendClient, BackendError, BackendUnavailable
 
 POLL_S = 0.25
+#: How long to wait for a backend that stopped answering mid-job (the launcher restarts it).
+RESTART_WAIT_S = 180.0
 FALLBACK_TEXT_TO_IMAGE = "sim-scene-renderer"
 MAX_CORPUS_UPLOAD = 20_000_000  # bytes: about 200,000 captions
 
@@ -32,23 +35,52 @@ def default_text_to_image(client: BackendClient) -> str:
     return present[0] if present else FALLBACK_TEXT_TO_IMAGE
 
 
-def follow_job(client: BackendClient, job: dict, progress: gr.Progress) -> dict:
-    """Poll a job to its end, mirroring its progress on the page's progress bar."""
-    while job["state"] in ("queued", "running"):
-        progress(job["fraction"], desc=job["message"] or f"{job['kind']} ({job['state']})")
-        time.sleep(POLL_S)
-        job = client.job(job["id"])
-    return job
+def follow_job(client: BackendClient, start: Callable[[], dict], progress: gr.Progress) -> dict:
+    """Start a job with ``start()`` and poll it to its end, mirroring its progress on the page's
+    progress bar. If the backend restarts meanwhile (the launcher restarts one that died), the
+    job is started again, once: what its stages had stored is read back, not recomputed. The
+    returned job says ``"restarted": True`` then."""
+    job, restarted = start(), False
+    while True:
+        while job["state"] in ("queued", "running"):
+            progress(job["fraction"], desc=job["message"] or f"{job['kind']} ({job['state']})")
+            time.sleep(POLL_S)
+            job = _poll(client, job, progress)
+        if job["state"] != "interrupted" or restarted:
+            return {**job, "restarted": restarted}
+        progress(0.0, desc="the backend restarted; running the job again (finished items come from the cache)")
+        job, restarted = start(), True
+
+
+def _poll(client: BackendClient, job: dict, progress: gr.Progress) -> dict:
+    """The job's state now, waiting through a backend restart (then it is ``interrupted``)."""
+    deadline = time.monotonic() + RESTART_WAIT_S
+    while True:
+        try:
+            return client.job(job["id"])
+        except BackendUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            progress(job["fraction"], desc="the backend stopped answering; waiting for it to restart")
+            time.sleep(1.0)
+        except BackendError as err:
+            if err.status != 404:
+                raise
+            # A backend without this job's record (another cache): the job is gone all the same.
+            return {**job, "state": "interrupted", "message": "the backend restarted and no longer knows this job"}
 
 
 def job_summary(job: dict) -> str:
     took = f" in {job['elapsed_s']:.1f} s" if job.get("elapsed_s") is not None else ""
+    again = " (run again after the backend restarted)" if job.get("restarted") else ""
     if job["state"] == "done":
         result = ", ".join(f"{k}: {v}" for k, v in (job["result"] or {}).items() if not k.endswith("_id"))  # ids are for code
-        return f"✅ **{job['kind']}** finished{took} — {result}"
+        return f"✅ **{job['kind']}** finished{took}{again} — {result}"
     if job["state"] == "cancelled":
         return f"⏹ **{job['kind']}** cancelled — {job['message']}"
-    return f"❌ **{job['kind']}** failed — {job['error']}"
+    if job["state"] == "interrupted":
+        return f"⚠️ **{job['kind']}** interrupted — {job['message']}; press the button again to continue"
+    return f"❌ **{job['kind']}** failed{again} — {job['error']}"
 
 
 def reconstruction_items(
@@ -143,7 +175,7 @@ class ModelRuns:
 
         def run(start, progress=gr.Progress()):
             try:
-                job = follow_job(client, start(), progress)
+                job = follow_job(client, start, progress)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             return job_summary(job)
@@ -157,7 +189,7 @@ class ModelRuns:
         def decode(ds, model, source, corpus_path, progress=gr.Progress()):
             corpus = read_corpus_upload(corpus_path)
             try:
-                job = follow_job(client, client.decode(ds, source, model, corpus=corpus), progress)
+                job = follow_job(client, lambda: client.decode(ds, source, model, corpus=corpus), progress)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             if job["state"] == "done" and source == "reference":

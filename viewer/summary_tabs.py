@@ -50,7 +50,7 @@ class ComparisonTab:
 
         def compare(ds, embedder_id, generator_id, progress=gr.Progress()):
             try:
-                job = follow_job(client, client.compare_captioners(ds, embedder_id, generator_id or FALLBACK_TEXT_TO_IMAGE), progress)
+                job = follow_job(client, lambda: client.compare_captioners(ds, embedder_id, generator_id or FALLBACK_TEXT_TO_IMAGE), progress)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             if job["state"] != "done":
@@ -110,7 +110,7 @@ class RsaTab:
 
         def run(ds, embedder_id, progress=gr.Progress()):
             try:
-                job = follow_job(client, client.rsa(ds, embedder_id), progress)
+                job = follow_job(client, lambda: client.rsa(ds, embedder_id), progress)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             if job["state"] != "done":
