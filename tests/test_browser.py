@@ -298,3 +298,52 @@ def test_every_panel_is_populated(explorer_url, tmp_path):
     assert all(path.stat().st_size > 30_000 for path in shots.values())
     assert not errors, errors
     print("screenshots:", *shots.values())
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_dataset_folder_given_to_the_launcher_opens_in_the_page(tmp_path):
+    """`launch.py --dataset DIR`: the folder is linked into the catalog under an id, and the page
+    opens it (the page once asked the backend for /api/datasets/<absolute path>, which is no route)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_folder import make_folder
+
+    folder = make_folder(tmp_path / "my lab's data")
+    port = free_port()
+    log = tmp_path / "launch.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "launch.py", "--dataset", str(folder), "--port", str(port)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, log.read_text()[-2000:]
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            errors = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(url)
+            page.wait_for_function(status_says("#ctx-stimulus-title", "#0"), timeout=120_000)
+            page.wait_for_function(renders("#ctx-mouse .ctx-mouse"), timeout=60_000)
+            info = page.inner_text("#ctx-dataset-info")
+            page.screenshot(path=str(tmp_path / "folder.png"), full_page=True)
+            browser.close()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+    output = log.read_text()
+    assert "in the catalog as 'my-lab-s-data'" in output, output[-2000:]
+    assert "stimuli" in info, info
+    assert "Traceback" not in output and "Not Found" not in info and not errors, (output[-2000:], errors)
