@@ -21,18 +21,29 @@ RATE = 30.0  # imaging frames per second
 PIPE = "processing/brain_observatory_pipeline"
 
 
-def write_nwb(path: Path, *, seed: int, area: str, depth: str, genotype: str, n_cells: int, repeats: int, float_template=False, scenes=True) -> dict:
+def write_nwb(
+    path: Path, *, seed: int, area: str, depth: str, genotype: str, n_cells: int, repeats: int, float_template=False, scenes=True,
+    rate: float = RATE, identical_cell: bool = False,
+) -> dict:
+    """A Brain Observatory NWB file; ``identical_cell``: cell 0 holds a level per scene for the whole
+    time a scene is up (blank: 0), so with no baseline every presentation of a scene gives the same
+    response (dyadic levels: exact in float32)."""
     rng = np.random.default_rng(seed)
     order = np.concatenate([np.repeat(np.arange(N_SCENES), repeats), [-1, -1]])  # -1: blank sweeps
     order = rng.permutation(order)
     onsets = 20 + 20 * np.arange(len(order))
     n_frames = int(onsets[-1] + 40)
     dff = rng.normal(size=(n_cells, n_frames)).astype(np.float32)
+    if identical_cell:
+        dff[0] = 0
+        for scene, onset in zip(order, onsets, strict=True):
+            dff[0, onset : onset + 20] = 0.5 + 0.25 * scene if scene >= 0 else 0.0
+    timestamps = 10.0 + np.arange(n_frames) / rate
     template = rng.integers(0, 256, (N_SCENES, 6, 8)).astype(np.float32 if float_template else np.uint8)
     centroids = rng.integers(20, 490, (n_cells, 2))  # (row, col) of each ROI's 3x3 mask centre
     with h5py.File(path, "w") as f:
         f[f"{PIPE}/DfOverF/imaging_plane_1/data"] = dff
-        f[f"{PIPE}/DfOverF/imaging_plane_1/timestamps"] = 10.0 + np.arange(n_frames) / RATE
+        f[f"{PIPE}/DfOverF/imaging_plane_1/timestamps"] = timestamps
         f[f"{PIPE}/ImageSegmentation/cell_specimen_ids"] = 500_000 + seed * 100 + np.arange(n_cells)
         f[f"{PIPE}/ImageSegmentation/imaging_plane_1/roi_list"] = np.array([f"roi{i}".encode() for i in range(n_cells)])
         for i, (r, c) in enumerate(centroids):
@@ -50,7 +61,7 @@ def write_nwb(path: Path, *, seed: int, area: str, depth: str, genotype: str, n_
         f["general/subject/genotype"] = np.bytes_(genotype)
         f["general/session_id"] = np.bytes_(str(600 + seed))
         f["general/session_type"] = np.bytes_("three_session_B" if scenes else "three_session_A")
-    return dict(order=order, onsets=onsets, dff=dff.astype(np.float64), template=template, centroids=centroids, n_cells=n_cells)
+    return dict(order=order, onsets=onsets, dff=dff.astype(np.float64), template=template, centroids=centroids, n_cells=n_cells, timestamps=timestamps)
 
 
 def expected_responses(exp: dict, n_repeats: int):
@@ -168,10 +179,75 @@ def test_files_without_natural_scenes_and_damaged_files(nwb_files, tmp_path):
     broken.write_bytes(broken.read_bytes()[:5000])
     with pytest.raises(DatasetError) as err:
         import_allen(root, dest_root=tmp_path / "other", files=[broken])
-    assert str(err.value).startswith(f"{broken}: unreadable NWB file") and "\n" not in str(err.value)
+    assert str(err.value).startswith("ophys_experiment_2.nwb: unreadable NWB file") and "\n" not in str(err.value)
+    assert str(root) not in str(err.value)  # named relative to the root given
     with h5py.File(root / "ophys_experiment_3.nwb", "a") as f:
         del f[f"{PIPE}/DfOverF/imaging_plane_1/data"]
     with pytest.raises(DatasetError, match=r"ophys_experiment_3\.nwb: .*dF/F traces\) is missing"):
         import_allen(root, dest_root=tmp_path / "other", files=[root / "ophys_experiment_3.nwb"])
     with pytest.raises(DatasetError, match="no .nwb files"):
         import_allen(tmp_path / "out", dest_root=tmp_path / "other")
+
+
+def by_timestamps(exp: dict, window: tuple[float, float], baseline: float) -> tuple[np.ndarray, np.ndarray]:
+    """The documented definition, written out presentation by presentation: mean dF/F of the frames
+    whose timestamps lie in [onset + window[0], onset + window[1]) minus the mean of those in
+    [onset - baseline, onset), onset = the timestamp of the onset frame. Returns (responses
+    [n_scenes, n_cells], frames per response window of each presentation)."""
+    ts = exp["timestamps"]
+    per_scene = {k: [] for k in range(N_SCENES)}
+    frames = []
+    for scene, onset in zip(exp["order"], exp["onsets"], strict=True):
+        if scene < 0:
+            continue
+        t = ts[onset]
+        after = (ts >= t + window[0]) & (ts < t + window[1])
+        response = exp["dff"][:, after].mean(axis=1)
+        if baseline > 0:
+            before = (ts >= t - baseline) & (ts < t)
+            response = response - exp["dff"][:, before].mean(axis=1)
+        per_scene[scene].append(response)
+        frames.append(int(after.sum()))
+    return np.stack([np.mean(per_scene[k], axis=0) for k in range(N_SCENES)]), np.array(frames)
+
+
+def test_response_window_is_counted_by_timestamps_not_frames(tmp_path):
+    """At the Brain Observatory's 30.14 Hz, [onset, onset + 0.5 s) holds 16 frames, not 15."""
+    root = tmp_path / "allen"
+    root.mkdir()
+    exp = write_nwb(root / "ophys_experiment_1.nwb", seed=4, area="VISp", depth="175 microns", genotype="Cux2", n_cells=4, repeats=3, rate=30.14)
+    expected, frames = by_timestamps(exp, (0.0, 0.5), 0.5)
+    assert set(frames.tolist()) == {16}
+    ds = load_folder(import_allen(root, dest_root=tmp_path / "out"))
+    np.testing.assert_allclose(ds.responses, expected, atol=1e-6)
+    # Another window: 0.1-0.35 s after onset, no baseline.
+    expected, _ = by_timestamps(exp, (0.1, 0.35), 0.0)
+    ds = load_folder(import_allen(root, dest_root=tmp_path / "out2", window_s=(0.1, 0.35), baseline_s=0.0))
+    np.testing.assert_allclose(ds.responses, expected, atol=1e-6)
+
+
+def test_identical_repeats_give_a_full_noise_ceiling(tmp_path):
+    """A neuron answering each scene the same way every time has no noise: its ceiling is 100%."""
+    root = tmp_path / "allen"
+    root.mkdir()
+    exp = write_nwb(root / "ophys_experiment_1.nwb", seed=5, area="VISp", depth="175 microns", genotype="Cux2", n_cells=3, repeats=4, identical_cell=True)
+    ds = load_folder(import_allen(root, dest_root=tmp_path / "out", baseline_s=0.0))
+    np.testing.assert_array_equal(ds.trials[:, :, 0], np.broadcast_to(0.5 + 0.25 * np.arange(N_SCENES), (4, N_SCENES)))
+    assert ds.noise_ceiling[0] == 100
+    np.testing.assert_allclose(ds.noise_ceiling[1:], reference_ceiling(ds.trials[:, :, 1:].astype(np.float64), np.full(N_SCENES, 4)), rtol=1e-4)
+    assert exp["n_cells"] == 3
+
+
+def test_every_file_is_checked_before_any_trace_is_read(nwb_files, tmp_path, monkeypatch):
+    from backend.data.importers import allen
+
+    root, _ = nwb_files
+    with h5py.File(root / "ophys_experiment_3.nwb", "a") as f:
+        del f["stimulus/templates/natural_scenes_image_stack/data"]
+    read = []
+    original = allen.read_experiment
+    monkeypatch.setattr(allen, "read_experiment", lambda path, **kw: read.append(path.name) or original(path, **kw))
+    with pytest.raises(DatasetError) as err:
+        import_allen(root, dest_root=tmp_path / "out")
+    assert str(err.value).startswith("ophys_experiment_3.nwb: stimulus/templates/natural_scenes_image_stack/data")
+    assert read == [], "the traces of the good files were read before the bad file was found"

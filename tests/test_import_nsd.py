@@ -362,3 +362,42 @@ def test_bad_input_gives_one_line_errors_naming_the_file(nsd_source, tmp_path):
     with pytest.raises(DatasetError, match=r"nsd_expdesign\.mat: variable 'masterordering' is missing"):
         import_nsd(root, dest_root=out, mesh="fsaverage3")
     assert not any(p.name.startswith("nsd") for p in out.iterdir())
+
+
+def test_every_input_is_checked_before_the_first_beta_is_read(nsd_source, tmp_path, monkeypatch):
+    """A truncated ncsnr.mgh (or label file) fails in seconds, not after every session was streamed."""
+    from backend.data.importers import freesurfer
+
+    src, truth = nsd_source
+    root = tmp_path / "nsd"
+    shutil.copytree(src, root)
+    betas_dir = root / truth["betas_dir"].relative_to(src)
+    reads = []
+    original = freesurfer.SurfaceFile.read_frames
+
+    def recording(self, n_keep):
+        reads.append(self.path.name)
+        return original(self, n_keep)
+
+    monkeypatch.setattr(freesurfer.SurfaceFile, "read_frames", recording)
+    stages = []
+    data = (betas_dir / "lh.ncsnr.mgh").read_bytes()
+    (betas_dir / "lh.ncsnr.mgh").write_bytes(data[: len(data) - 400])
+    with pytest.raises(DatasetError) as err:
+        import_nsd(root, dest_root=tmp_path / "out", mesh="fsaverage3", progress=lambda s, f: stages.append((s, f)))
+    message = _one_line(err)
+    rel = (betas_dir / "lh.ncsnr.mgh").relative_to(root)
+    assert message.startswith(f"{rel}: truncated"), message
+    assert reads == [], f"betas were read before the truncated ncsnr was found: {reads}"
+    assert not any(s.startswith("betas:") for s, _ in stages) and max(f for _, f in stages) < 0.02
+    (betas_dir / "lh.ncsnr.mgh").write_bytes(data)
+
+    label = root / "nsddata/freesurfer/fsaverage/label/rh.streams.mgz"
+    saved = label.read_bytes()
+    label.write_bytes(saved[: len(saved) // 2])
+    with pytest.raises(DatasetError) as err:
+        import_nsd(root, dest_root=tmp_path / "out", mesh="fsaverage3")
+    assert _one_line(err).startswith("nsddata/freesurfer/fsaverage/label/rh.streams.mgz: ") and reads == []
+    label.write_bytes(saved)
+    folder = import_nsd(root, dest_root=tmp_path / "out", mesh="fsaverage3", trials="none")
+    assert len(reads) == 2 * N_SESSIONS and load_folder(folder).noise_ceiling is not None

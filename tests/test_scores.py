@@ -124,3 +124,78 @@ def test_fraction_of_ceiling():
     assert frac[1] == 0  # negative r counts as 0 (Algonauts)
     assert np.isnan(frac[2]) and np.isnan(frac[3])
     assert frac[4] == pytest.approx(0.01)
+
+
+# --- one noise-ceiling implementation, with its limits -----------------------------------------
+
+
+def test_the_importers_share_this_noise_ceiling():
+    """backend.data.importers.ceiling gave 0% for identical repeats and NaN for ncsnr = inf; it is gone."""
+    import importlib
+
+    import backend.data.importers.allen as allen
+    import backend.data.importers.nsd as nsd
+
+    with pytest.raises(ImportError):
+        importlib.import_module("backend.data.importers.ceiling")
+    assert allen.noise_ceiling_from_ncsnr is noise_ceiling_from_ncsnr and allen.ncsnr_from_trials is ncsnr_from_trials
+    assert nsd.noise_ceiling_from_ncsnr is noise_ceiling_from_ncsnr
+
+
+def nsd_manual_ceiling(ncsnr: float, counts: list[int]) -> float:
+    """NSD data manual: NC = 100 * ncsnr^2 / (ncsnr^2 + (A/3 + B/2 + C/1) / (A + B + C)), A, B, C =
+    images with 3, 2, 1 repeats; written out with Python floats."""
+    a, b, c = counts.count(3), counts.count(2), counts.count(1)
+    inverse_n = (a / 3 + b / 2 + c / 1) / (a + b + c)
+    return 100 * ncsnr**2 / (ncsnr**2 + inverse_n)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_noise_ceiling_matches_the_nsd_manual_with_per_image_repeat_counts(dtype):
+    rng = np.random.default_rng(5)
+    ncsnr = rng.uniform(0, 3, 50).astype(dtype)
+    counts = [3] * 37 + [2] * 9 + [1] * 4
+    nc = noise_ceiling_from_ncsnr(ncsnr, np.array(counts, np.int16))
+    expected = [nsd_manual_ceiling(float(s), counts) for s in ncsnr]
+    np.testing.assert_allclose(nc, expected, rtol=1e-12)
+    assert nc.dtype == np.float64 and np.all((nc >= 0) & (nc <= 100))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ceiling_limits(dtype):
+    """Identical repeats with signal: 100%; ncsnr = inf: 100%; no signal and no noise: 0."""
+    rng = np.random.default_rng(6)
+    signal = rng.normal(size=(40, 3))
+    trials = np.repeat(signal[None], 3, axis=0).astype(dtype)  # [3, 40, 3], repeats identical
+    trials[:, :, 1] = 2.5  # constant: no signal, no noise
+    trials[:, :, 2] += rng.normal(size=(3, 40)).astype(dtype)  # ordinary unit
+    snr = ncsnr_from_trials(trials)
+    assert snr[0] == np.inf and snr[1] == 0 and 0 < snr[2] < np.inf
+    nc = noise_ceiling_from_ncsnr(snr, 3)
+    assert nc[0] == 100 and nc[1] == 0 and 0 < nc[2] < 100
+    assert noise_ceiling_from_ncsnr(np.array([np.inf], dtype), [3, 2, 1])[0] == 100
+
+
+def test_ncsnr_from_float32_trials_matches_float64():
+    trials = _trials(3, 800, np.array([0.3, 1.0, 3.0]), seed=7)
+    np.testing.assert_allclose(ncsnr_from_trials(trials.astype(np.float32)), ncsnr_from_trials(trials), rtol=1e-5)
+
+
+def test_a_nan_trial_is_a_missing_trial_never_a_silent_zero():
+    """NaN marks a missing trial (documented): the result equals leaving that trial out; a unit with
+    no stimulus repeated (no noise estimate at all) or only NaN is NaN, never 0."""
+    trials = _trials(3, 200, np.array([1.0, 1.0, 1.0]), seed=8)
+    trials[1, 7, 0] = np.nan
+    snr = ncsnr_from_trials(trials)
+    # Leaving the trial out by hand: stimulus 7 of unit 0 has two trials.
+    x = trials[:, :, 0]
+    valid = x[np.isfinite(x)]
+    total = valid.var()
+    per_stimulus = [np.var(x[np.isfinite(x[:, k]), k], ddof=1) for k in range(x.shape[1])]
+    noise = np.mean(per_stimulus)
+    np.testing.assert_allclose(snr[0], np.sqrt(max(0, 1 - noise / total)) / np.sqrt(noise / total), rtol=1e-10)
+    trials[:, :, 1] = np.nan
+    trials[1:, :, 2] = np.nan  # one trial per stimulus: noise cannot be estimated
+    snr = ncsnr_from_trials(trials)
+    assert np.isnan(snr[1]) and np.isnan(snr[2])
+    assert np.isnan(noise_ceiling_from_ncsnr(snr, 3)[1:]).all()

@@ -12,6 +12,16 @@ Conventions (NSD data manual; Allen et al. 2022; Algonauts 2023):
   (A + B + C)).
 - Model accuracy as a fraction of that ceiling: r^2 / (NC / 100), with negative r counted as 0
   (Algonauts). It can exceed 1 by chance when the ceiling is low.
+
+This module is the one implementation of these formulas: the importers (NSD from its ncsnr files,
+Allen from single trials) store the ceilings it computes. Limits, each tested:
+
+- identical repeats with signal (zero noise variance): ncsnr = inf, ceiling 100%;
+- ncsnr = inf: ceiling 100% (not inf / inf);
+- a unit with no variance at all (no signal, no noise): ncsnr 0, ceiling 0% (nothing to explain);
+- NaN in single trials marks a missing trial (a stimulus shown fewer times): it is left out, as if
+  the trial were not there; a unit whose noise cannot be estimated (no stimulus with two valid
+  trials, or no valid trial) gets NaN, never 0. inf in trials is an error.
 """
 
 from __future__ import annotations
@@ -67,15 +77,15 @@ def pearson_r(y_true: Any, y_pred: Any) -> np.ndarray:
 def noise_ceiling_from_ncsnr(ncsnr: Any, n_repeats: Any) -> np.ndarray:
     """float64, shape of ``ncsnr``: noise ceiling in percent (0-100) of trial-averaged responses.
 
-    ncsnr: [n_units] (any shape) noise-ceiling SNR, e.g. NSD's ``{lh,rh}.ncsnr.mgh``.
+    ncsnr: [n_units] (any shape, any float dtype) noise-ceiling SNR, e.g. NSD's ``{lh,rh}.ncsnr.mgh``.
     n_repeats: number of repeats averaged per stimulus: a scalar, or [n_stimuli] per-stimulus
         counts of the stimuli being scored (the formula then uses mean(1/n)).
-    NaN ncsnr stays NaN.
+    ncsnr = inf gives 100; NaN ncsnr stays NaN.
     """
     ncsnr = np.asarray(ncsnr, np.float64)
     reps = np.asarray(n_repeats, np.float64)
-    if np.any(reps < 1):
-        raise ValueError("repeat counts must be >= 1")
+    if reps.size == 0 or not np.isfinite(reps).all() or np.any(reps < 1):
+        raise ValueError("repeat counts must be finite and >= 1 (at least one stimulus)")
     inv = float(np.mean(1.0 / reps))
     snr2 = ncsnr**2
     with np.errstate(invalid="ignore"):
@@ -86,13 +96,15 @@ def noise_ceiling_from_ncsnr(ncsnr: Any, n_repeats: Any) -> np.ndarray:
 def ncsnr_from_trials(trials: Any) -> np.ndarray:
     """float64 [n_units]: NSD's noise-ceiling SNR from single trials.
 
-    trials: [n_repeats, n_stimuli, n_units] single-trial responses (a memmap is fine; read in
-        unit chunks). Missing trials (a stimulus shown fewer times) are NaN.
+    trials: [n_repeats, n_stimuli, n_units] single-trial responses, any float dtype (a memmap is
+        fine; read in unit chunks, computed in float64). Missing trials (a stimulus shown fewer
+        times) are NaN and are left out; inf raises ValueError.
     Follows the NSD manual: per unit, z-score all trials (ddof=0, as ``scipy.stats.zscore``),
     noise variance = mean over stimuli with >= 2 trials of the across-repeat variance (ddof=1),
     signal sd = sqrt(max(0, 1 - noise variance)), ncsnr = signal sd / noise sd. NSD z-scores per
     scan session; here all trials are one session, so z-score the input per session beforehand
-    if sessions differ in scale. A constant unit gets 0; a unit without noise gets inf.
+    if sessions differ in scale. A constant unit gets 0; a unit without noise gets inf; a unit
+    whose noise cannot be estimated (no stimulus with two valid trials) gets NaN.
     """
     t = np.asarray(trials) if not isinstance(trials, np.ndarray) else trials
     if t.ndim != 3:
@@ -103,13 +115,15 @@ def ncsnr_from_trials(trials: Any) -> np.ndarray:
     out = np.zeros(u, np.float64)
     for j in range(0, u, _UNIT_CHUNK):
         x = np.asarray(t[:, :, j:j + _UNIT_CHUNK], np.float64)
+        if np.isinf(x).any():
+            raise ValueError(f"trials hold inf (unit {j + int(np.argwhere(np.isinf(x))[0][2])}); NaN marks a missing trial")
         valid = np.isfinite(x)
         counts = valid.sum(0)  # [n_stimuli, c] trials per stimulus and unit
-        # Total variance of all trials (z-scoring makes it 1; ncsnr is scale-free, so use the
-        # ratio directly instead of dividing by it first).
-        total_var = np.nanvar(x, axis=(0, 1))
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # stimuli with no trial at all
+            warnings.simplefilter("ignore", RuntimeWarning)  # stimuli (or units) with no trial at all
+            # Total variance of all trials (z-scoring makes it 1; ncsnr is scale-free, so use the
+            # ratio directly instead of dividing by it first).
+            total_var = np.nanvar(x, axis=(0, 1))
             mean = np.nanmean(x, axis=0)
             dev2 = np.nansum((x - mean) ** 2, axis=0)  # [n_stimuli, c]
             rep_var = np.where(counts >= 2, dev2 / np.maximum(counts - 1, 1), np.nan)
@@ -120,6 +134,8 @@ def ncsnr_from_trials(trials: Any) -> np.ndarray:
         snr = np.where(total_var > 0, snr, 0.0)
         # Identical repeats leave ~1e-32 of rounding "noise" after the mean is subtracted.
         snr = np.where((total_var > 0) & (noise_frac <= 1e-12), np.inf, snr)
+        # No stimulus with two valid trials (or no valid trial): the noise is unknown, so is ncsnr.
+        snr = np.where(np.isfinite(noise_var) & np.isfinite(total_var), snr, np.nan)
         out[j:j + _UNIT_CHUNK] = snr
     return out
 

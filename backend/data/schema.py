@@ -143,7 +143,9 @@ class Dataset:
 
     def truth_map(self, name: str) -> np.ndarray:
         """float32 [n_units]: one planted ground-truth map."""
+        from backend.data.folder import load_array  # the folder module builds on this one
+
         if name not in self.truth or self.truth_file is None:
             raise KeyError(f"dataset {self.id!r} has no truth map {name!r}; it has {sorted(self.truth)}")
-        with np.load(self.truth_file, allow_pickle=False) as npz:
-            return np.asarray(npz[name], dtype=np.float32)
+        # Through the checked reader: the file may have changed since the dataset was opened.
+        return np.asarray(load_array(self.truth_file, key=name, root=self.root), dtype=np.float32)

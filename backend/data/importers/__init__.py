@@ -10,11 +10,14 @@ and returns the finished dataset folder (``dest_root`` or ``datasets_dir()`` / i
 catalog then lists. Imports are resumable: work is staged in a hidden ``.<id>.partial/`` folder,
 finished steps are marked, and rerunning the same command continues where it stopped; the folder
 is renamed into place only when complete. Every problem with the input is a
-:class:`~backend.data.schema.DatasetError` with a one-line message naming the file. What was left
+:class:`~backend.data.schema.DatasetError` with a one-line message naming the file relative to
+the root given (:func:`~backend.data.importers.common.relative_errors`). What was left
 out (missing sessions, images without captions) is reported through ``progress`` and recorded in
 the manifest's ``import`` entry (``missing``, ``notes``).
 
-Options (keyword arguments; the CLI's ``--name value`` flags map onto them):
+Options (keyword arguments; the CLI's ``--name value`` flags map onto them). This list is the
+reference ``launch.py import`` points to; tests/test_import_options.py checks that it names
+exactly the options each importer takes, with their defaults:
 
 nsd        (:func:`backend.data.importers.nsd.import_nsd`)
     subject=1, mesh="fsaverage5" (vertices kept per hemisphere: fsaverage3..fsaverage),
@@ -27,8 +30,9 @@ algonauts  (:func:`backend.data.importers.algonauts.import_algonauts`)
     ..., roi_set="streams", test_split="auto" | "shared1000" | "random", test_fraction=0.1,
     seed=0, captions=None, stim_info=None, missing_captions="error"
 allen      (:func:`backend.data.importers.allen.import_allen`)
-    files=None (NWB files; default every *.nwb below root), window_s=(0.0, 0.5),
-    baseline_s=0.5, min_repeats=None, skip_without_scenes=False
+    files=None (NWB files; default every *.nwb below root), window_s=(0.0, 0.5) (response window
+    after onset, s, by the frame timestamps), baseline_s=0.5 (0: no baseline), test_fraction=0.15,
+    seed=0 (scenes held out as the test split), skip_without_scenes=False
 folder     (:func:`backend.data.importers.folder_import.import_folder`)
     (no options) validates the folder with load_folder and writes a normalised copy
 """

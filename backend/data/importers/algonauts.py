@@ -18,6 +18,10 @@ Challenge vertices are mapped onto fsaverage and, for display on ``mesh="fsavera
 only those among the first 10,242 of each hemisphere are kept (how many: manifest
 ``vertices_kept``); ``mesh="fsaverage"`` keeps every challenge vertex. The subset is stored as the
 unit space's ``vertices`` list (lh indices, then rh indices offset by the mesh's hemisphere size).
+
+Every input is checked before the responses are copied: the .npy headers against their file
+sizes, the masks and ROI files completely, and every training image (opened and decoded, at most
+40 megapixels). Errors name files relative to root.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.data.folder import load_array
+from backend.data.folder import check_image, load_array
 from backend.data.importers import coco
 from backend.data.importers.common import (
     Progress,
@@ -38,6 +42,7 @@ from backend.data.importers.common import (
     find_one,
     fingerprint_files,
     import_record,
+    relative_errors,
     reporter,
     save_npy_atomic,
     short_list,
@@ -58,6 +63,7 @@ _IMAGE_NAME = re.compile(r"^train-(\d+)_nsd-(\d+)\.png$")
 _ROW_BLOCK = 1024
 
 
+@relative_errors
 def import_algonauts(
     root: Path,
     *,
@@ -125,6 +131,11 @@ def import_algonauts(
             notes.append(f"{len(without)} image(s) without COCO captions: nsd ids {short_list(without)}")
     else:
         notes.append("no COCO caption files (captions_*.json): no reference captions")
+    rois = _read_rois(mask_dir, keep, {h: fmri[h].shape[1] for h in fmri})
+    for k, path in enumerate(image_files):
+        check_image(path, str(path))
+        if k % 500 == 0:
+            report(f"checking images {k:,}/{n_images:,}", 0.04 * k / n_images)
 
     options = dict(subject=subject, mesh=mesh, roi_set=roi_set, test_split=test_split, test_fraction=test_fraction, seed=seed)
     sources = [*fmri_paths.values(), *sorted(mask_dir.glob("*.npy")), *caption_files] + ([info_path] if info_path else [])
@@ -137,7 +148,7 @@ def import_algonauts(
             staging.mark("responses")
         save_npy_atomic(staging.path("vertices.npy"), vertices)
         unit_space = {"kind": "surface", "mesh": mesh, "vertices": "vertices.npy"}
-        unit_space.update(_write_rois(staging, mask_dir, keep, {h: fmri[h].shape[1] for h in fmri}, roi_set))
+        unit_space.update(_write_rois(staging, rois, roi_set))
 
         for k, (source, nsd_id) in enumerate(zip(image_files, nsd_ids.tolist(), strict=True)):
             target = staging.path(f"images/nsd-{nsd_id:05d}.png")
@@ -268,8 +279,9 @@ def _write_responses(staging: Staging, fmri: dict[str, np.ndarray], paths: dict[
     del out
 
 
-def _write_rois(staging: Staging, mask_dir: Path, keep: dict[str, np.ndarray], n_columns: dict[str, int], primary: str) -> dict:
-    written: dict[str, dict] = {}
+def _read_rois(mask_dir: Path, keep: dict[str, np.ndarray], n_columns: dict[str, int]) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """ROI class -> (int16 labels of the kept vertices, lh then rh; names), for each class present."""
+    out: dict[str, tuple[np.ndarray, list[str]]] = {}
     for name, table in ROI_CLASS_NAMES.items():
         paths = {hemi: mask_dir / f"{hemi}.{name}_challenge_space.npy" for hemi in ("lh", "rh")}
         if not any(p.is_file() for p in paths.values()):
@@ -279,15 +291,22 @@ def _write_rois(staging: Staging, mask_dir: Path, keep: dict[str, np.ndarray], n
             codes = load_array(path)
             if codes.shape != (n_columns[hemi],):
                 raise DatasetError(f"{path}: expected {n_columns[hemi]:,} values (one per challenge vertex), got shape {codes.shape}")
+            if codes.dtype.kind == "f" and not np.array_equal(codes, np.round(codes)):  # NaN included
+                raise DatasetError(f"{path}: ROI codes must be integers")
             values.append(codes.astype(np.int64)[keep[hemi]])
-        labels, names = compact_labels(values, table)
-        written[name] = {"file": "", "names": names, "labels": labels}
-    if not written:
+        out[name] = compact_labels(values, table)
+    return out
+
+
+def _write_rois(staging: Staging, rois: dict[str, tuple[np.ndarray, list[str]]], primary: str) -> dict:
+    """rois.npy (the primary class) and rois_<class>.npy; returns the unit_space entries."""
+    if not rois:
         return {}
-    primary = primary if primary in written else next(iter(written))
-    for name, entry in written.items():
-        entry["file"] = "rois.npy" if name == primary else f"rois_{name}.npy"
-        save_npy_atomic(staging.path(entry["file"]), entry.pop("labels"))
+    primary = primary if primary in rois else next(iter(rois))
+    written: dict[str, dict] = {}
+    for name, (labels, names) in rois.items():
+        written[name] = {"file": "rois.npy" if name == primary else f"rois_{name}.npy", "names": names}
+        save_npy_atomic(staging.path(written[name]["file"]), labels)
     return {"rois": "rois.npy", "roi_names": written[primary]["names"], "roi_set": primary, "roi_sets": written}
 
 

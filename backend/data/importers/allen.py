@@ -14,13 +14,20 @@ h5py, at the paths the AllenSDK reads (``BrainObservatoryNwbDataSet``)::
     general/optophysiology/imaging_plane_1/imaging depth   e.g. "175 microns"
     general/subject/genotype                               Cre line first, e.g. "Cux2-CreERT2/wt;..."
 
-Response of a neuron to one presentation = mean dF/F over ``window_s`` after the onset frame minus
-the mean over ``baseline_s`` before it; responses average all presentations of a scene, and the
-first ``n_repeats`` presentations of each scene (the fewest any scene had) are kept as single
-trials. Blank sweeps (-1) are not stimuli. Several experiments (areas, depths, Cre lines) combine
-into one dataset, neurons placed on the app's map of the dorsal visual areas: each experiment's
-400 um field of view is centred in its area (spread when an area has several), each cell at its
-ROI centroid. The noise ceiling comes from ncsnr estimated from the single trials (NSD formula).
+Response of a neuron to one presentation, by the timestamps: with t = the timestamp of the onset
+frame, the mean dF/F of the frames whose timestamps lie in [t + window_s[0], t + window_s[1])
+minus the mean of those in [t - baseline_s, t). (Counting frames instead would be wrong: at the
+Brain Observatory's 30.14 Hz half a second holds 16 frames after onset, not 15.) Responses
+average all presentations of a scene, and the first ``n_repeats`` presentations of each scene (the
+fewest any scene had) are kept as single trials. Blank sweeps (-1) are not stimuli. Several
+experiments (areas, depths, Cre lines) combine into one dataset, neurons placed on the app's map
+of the dorsal visual areas: each experiment's 400 um field of view is centred in its area (spread
+when an area has several), each cell at its ROI centroid. The noise ceiling comes from ncsnr
+estimated from the single trials (NSD formula, :mod:`backend.analysis.scores`); with a single
+presentation of some scene there is no ceiling.
+
+Every file is checked (datasets present, shapes agreeing, timestamps increasing, template of at
+most 40 megapixels per scene) before the traces of any are read. Errors name files relative to root.
 """
 
 from __future__ import annotations
@@ -32,14 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.analysis.scores import ncsnr_from_trials, noise_ceiling_from_ncsnr
 from backend.data.demo.mouse import MOUSE_AREAS, area_outline
-from backend.data.importers.ceiling import ncsnr_from_trials, noise_ceiling_from_ncsnr
+from backend.data.folder import check_image_shape
 from backend.data.importers.common import (
     Progress,
     Staging,
     dataset_error_for,
     fingerprint_files,
     import_record,
+    relative_errors,
+    relative_message,
     reporter,
     save_npy_atomic,
     save_npz_atomic,
@@ -58,6 +68,10 @@ PLANE = "general/optophysiology/imaging_plane_1"
 #: The 2P field of view: 512 x 512 pixels over about 400 um.
 FOV_PIXELS = 512
 FOV_MM = 0.4
+#: Window edges are compared with timestamps this much early, so a frame whose timestamp is
+#: mathematically on an edge (t + 0.5 s at exactly 30 Hz) falls on the side the half-open interval
+#: says, whatever the last bit of the sum. Far below a frame interval (33 ms), far above rounding.
+_EDGE_S = 1e-6
 
 
 @dataclass
@@ -84,6 +98,7 @@ class Experiment:
     template_shape: tuple[int, ...]
 
 
+@relative_errors
 def import_allen(
     root: Path,
     *,
@@ -113,31 +128,47 @@ def import_allen(
         raise DatasetError(f"{root}: no .nwb files found")
     if not window_s[1] > window_s[0] >= 0 or baseline_s < 0:
         raise DatasetError(f"window_s={window_s}, baseline_s={baseline_s}: need 0 <= start < end and baseline >= 0")
+    if not 0 < test_fraction < 1:
+        raise DatasetError(f"test_fraction={test_fraction}: must lie between 0 and 1")
 
-    experiments: list[Experiment] = []
+    # Every file is checked before the traces of any are read: a bad last file fails at once.
+    readable: list[Path] = []
     missing: list[str] = []
+    shapes: dict[Path, tuple[int, ...]] = {}
     for k, path in enumerate(paths):
-        report(f"reading {path.name}", 0.6 * k / len(paths))
+        report(f"checking {path.name}", 0.05 * k / len(paths))
         try:
-            experiments.append(read_experiment(path, window_s=window_s, baseline_s=baseline_s))
+            shapes[path] = check_experiment(path)
+            readable.append(path)
         except NoNaturalScenes as err:
             if not skip_without_scenes:
                 raise DatasetError(str(err)) from None
-            missing.append(str(err))
-    if not experiments:
+            missing.append(relative_message(str(err), root))
+    if not readable:
         raise DatasetError(f"{root}: none of the {len(paths)} NWB file(s) has natural scenes")
+    first = readable[0]
+    for path in readable[1:]:
+        if shapes[path] != shapes[first]:
+            raise DatasetError(f"{path}: natural-scenes template {shapes[path]} differs from {first.name}'s {shapes[first]}")
+
+    experiments: list[Experiment] = []
+    for k, path in enumerate(readable):
+        report(f"reading {path.name}", 0.05 + 0.55 * k / len(readable))
+        experiments.append(read_experiment(path, window_s=window_s, baseline_s=baseline_s))
     first = experiments[0]
-    for exp in experiments[1:]:
-        if exp.template_shape != first.template_shape:
-            raise DatasetError(f"{exp.path}: natural-scenes template {exp.template_shape} differs from {first.path.name}'s {first.template_shape}")
 
     n_scenes = first.n_scenes
     n_repeats = min(exp.trials.shape[0] for exp in experiments)
     responses = np.concatenate([exp.responses for exp in experiments], axis=1)
     trials = np.concatenate([exp.trials[:n_repeats] for exp in experiments], axis=2)
-    ceiling = np.concatenate(
-        [noise_ceiling_from_ncsnr(ncsnr_from_trials(exp.trials[:n_repeats]), exp.counts) for exp in experiments]
-    )
+    ceiling = None
+    if n_repeats >= 2:  # ncsnr needs repeats; the ceiling is for the mean over each scene's presentations
+        ceiling = np.concatenate(
+            [noise_ceiling_from_ncsnr(ncsnr_from_trials(exp.trials[:n_repeats]), exp.counts) for exp in experiments]
+        ).astype(np.float32)
+        notes = []
+    else:
+        notes = ["a scene was presented only once: no noise ceiling"]
     units, areas, cell_types, outlines = _place_neurons(experiments)
     is_test = np.zeros(n_scenes, bool)
     is_test[np.random.default_rng(seed).choice(n_scenes, max(1, int(round(test_fraction * n_scenes))), replace=False)] = True
@@ -150,7 +181,8 @@ def import_allen(
         save_npy_atomic(staging.path("responses.npy"), responses)
         save_npy_atomic(staging.path("trials.npy"), trials)
         save_npy_atomic(staging.path("trial_stimuli.npy"), np.arange(n_scenes, dtype=np.int64))
-        save_npy_atomic(staging.path("noise_ceiling.npy"), ceiling)
+        if ceiling is not None:
+            save_npy_atomic(staging.path("noise_ceiling.npy"), ceiling)
         save_npz_atomic(staging.path("neurons.npz"), units)
         stimuli = [
             {"id": f"scene-{k:03d}", "image": f"images/scene-{k:03d}.png", "split": "test" if is_test[k] else "train", "scene": k}
@@ -188,9 +220,9 @@ def import_allen(
                 "area_outlines": outlines,
             },
             "trials": {"file": "trials.npy", "stimuli": "trial_stimuli.npy"},
-            "noise_ceiling": "noise_ceiling.npy",
+            **({"noise_ceiling": "noise_ceiling.npy"} if ceiling is not None else {}),
             "experiments": record,
-            "import": import_record("allen", root, options, started=started, missing=missing),
+            "import": import_record("allen", root, options, started=started, missing=missing, notes=notes),
         }
         final = staging.finish(manifest)
     report(f"done: {final}", 1.0)
@@ -201,6 +233,52 @@ class NoNaturalScenes(Exception):
     """An NWB file without the natural-scenes stimulus (e.g. a three_session_A or C file)."""
 
 
+def check_experiment(path: Path) -> tuple[int, ...]:
+    """Check one NWB file without reading its traces; returns the template shape [n_scenes, H, W].
+
+    Raises NoNaturalScenes for a file of another session type, DatasetError for anything else.
+    """
+    import h5py
+
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    with dataset_error_for(path, "NWB file"), h5py.File(path, "r") as f:
+        return _check_file(f, path)
+
+
+def _check_file(f, path: Path) -> tuple[int, ...]:
+    """The datasets an open NWB file needs, their shapes and the template's size (no trace read)."""
+    import h5py
+
+    group = next((f[name] for name in SCENES if name in f), None)
+    if group is None:
+        session = _text(f, "general/session_type") or "unknown session type"
+        raise NoNaturalScenes(f"{path}: no natural scenes stimulus (stimulus/presentation/natural_scenes_stimulus; {session})")
+    for key in ("data", "frame_duration"):
+        if key not in group or not isinstance(group[key], h5py.Dataset):
+            raise DatasetError(f"{path}: {group.name}/{key} is missing")
+    for key, what in ((TEMPLATE, "the natural scenes"), (f"{DFF}/data", "dF/F traces"), (f"{DFF}/timestamps", "frame times")):
+        if key not in f or not isinstance(f[key], h5py.Dataset):
+            raise DatasetError(f"{path}: {key} ({what}) is missing")
+    template = f[TEMPLATE]
+    if template.ndim != 3:
+        raise DatasetError(f"{path}: natural-scenes template must be [n_scenes, height, width], got {template.shape}")
+    if template.dtype.kind not in "uif":
+        raise DatasetError(f"{path}: natural-scenes template must hold numbers, got {template.dtype}")
+    check_image_shape(template.shape[1], template.shape[2], f"{path}: natural-scenes template")
+    dff, times = f[f"{DFF}/data"], f[f"{DFF}/timestamps"]
+    if dff.ndim != 2 or dff.dtype.kind not in "uif":
+        raise DatasetError(f"{path}: dF/F traces must be numbers [n_cells, n_frames], got {dff.dtype} {dff.shape}")
+    if times.size != dff.shape[1]:
+        raise DatasetError(f"{path}: {times.size} frame times but {dff.shape[1]} frames of dF/F")
+    if CELL_IDS in f and f[CELL_IDS].size != dff.shape[0]:
+        raise DatasetError(f"{path}: dF/F traces {dff.shape} do not match {f[CELL_IDS].size} cell ids")
+    n_shown, n_durations = group["data"].size, group["frame_duration"].size // 2
+    if n_shown != n_durations or group["frame_duration"].size % 2:
+        raise DatasetError(f"{path}: {n_shown} natural-scene presentations but {group['frame_duration'].shape} frame durations")
+    return tuple(int(n) for n in template.shape)
+
+
 def read_experiment(path: Path, *, window_s: tuple[float, float], baseline_s: float) -> Experiment:
     """Responses of one NWB file's cells to the natural scenes."""
     import h5py
@@ -208,23 +286,13 @@ def read_experiment(path: Path, *, window_s: tuple[float, float], baseline_s: fl
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     with dataset_error_for(path, "NWB file"), h5py.File(path, "r") as f:
-        group = next((f[name] for name in SCENES if name in f), None)
-        if group is None:
-            session = _text(f, "general/session_type") or "unknown session type"
-            raise NoNaturalScenes(f"{path}: no natural scenes stimulus (stimulus/presentation/natural_scenes_stimulus; {session})")
-        for key in ("data", "frame_duration"):
-            if key not in group:
-                raise DatasetError(f"{path}: {group.name}/{key} is missing")
-        if TEMPLATE not in f:
-            raise DatasetError(f"{path}: {TEMPLATE} (the natural scenes) is missing")
-        if f"{DFF}/data" not in f:
-            raise DatasetError(f"{path}: {DFF}/data (dF/F traces) is missing")
-        frames = np.asarray(group["data"]).reshape(-1)
-        frame_duration = np.asarray(group["frame_duration"]).reshape(-1, 2)
+        template_shape = _check_file(f, path)
+        group = next(f[name] for name in SCENES if name in f)
+        frames = np.asarray(group["data"], dtype=np.float64).reshape(-1)
+        frame_duration = np.asarray(group["frame_duration"], dtype=np.float64).reshape(-1, 2)
         dff = np.asarray(f[f"{DFF}/data"], dtype=np.float64)
-        timestamps = np.asarray(f[f"{DFF}/timestamps"], dtype=np.float64) if f"{DFF}/timestamps" in f else None
-        cell_ids = np.asarray(f[CELL_IDS]).astype(np.int64) if CELL_IDS in f else np.arange(dff.shape[0], dtype=np.int64)
-        template_shape = tuple(int(s) for s in f[TEMPLATE].shape)
+        timestamps = np.asarray(f[f"{DFF}/timestamps"], dtype=np.float64).reshape(-1)
+        cell_ids = np.asarray(f[CELL_IDS]).reshape(-1).astype(np.int64) if CELL_IDS in f else np.arange(dff.shape[0], dtype=np.int64)
         area = _area(_text(f, f"{PLANE}/location"), path)
         depth = _depth(_text(f, f"{PLANE}/imaging depth"))
         cre = (_text(f, "general/subject/genotype") or "unknown").split(";")[0].split("/")[0].strip() or "unknown"
@@ -232,38 +300,27 @@ def read_experiment(path: Path, *, window_s: tuple[float, float], baseline_s: fl
         container_id = _int(_text(f, "general/experiment_container_id"))
         roi_xy = _roi_centroids(f, dff.shape[0])
 
-    if dff.ndim != 2 or len(cell_ids) != dff.shape[0]:
-        raise DatasetError(f"{path}: dF/F traces {dff.shape} do not match {len(cell_ids)} cell ids")
-    if len(frames) != len(frame_duration):
-        raise DatasetError(f"{path}: {len(frames)} natural-scene presentations but {len(frame_duration)} frame durations")
-    if len(template_shape) != 3:
-        raise DatasetError(f"{path}: natural-scenes template must be [n_scenes, height, width], got {template_shape}")
-    n_scenes = template_shape[0]
+    n_scenes, n_frames = template_shape[0], dff.shape[1]
+    if not np.isfinite(frames).all() or not np.isfinite(frame_duration).all():
+        raise DatasetError(f"{path}: natural-scene presentations hold NaN or inf")
     scene = np.round(frames).astype(np.int64)
     if scene.max(initial=-1) >= n_scenes or scene.min(initial=0) < -1:
         raise DatasetError(f"{path}: scene indices must lie in -1..{n_scenes - 1}")
+    if not np.isfinite(timestamps).all() or (n_frames > 1 and not (np.diff(timestamps) > 0).all()):
+        raise DatasetError(f"{path}: {DFF}/timestamps must be finite and increasing")
+    if not np.isfinite(dff).all():
+        cell, frame = (int(i) for i in np.argwhere(~np.isfinite(dff))[0])
+        raise DatasetError(f"{path}: dF/F traces hold NaN or inf (cell {cell}, frame {frame})")
     shown = scene >= 0
     onset = np.round(frame_duration[:, 0]).astype(np.int64)
-
-    rate = 1.0 / float(np.median(np.diff(timestamps))) if timestamps is not None and len(timestamps) > 1 else 30.0
-    w0, w1 = int(round(window_s[0] * rate)), max(int(round(window_s[1] * rate)), int(round(window_s[0] * rate)) + 1)
-    nb = int(round(baseline_s * rate))
-    n_frames = dff.shape[1]
-    inside = (onset - nb >= 0) & (onset + w1 <= n_frames)
-    if (shown & ~inside).any():
-        raise DatasetError(f"{path}: {int((shown & ~inside).sum())} presentation(s) too close to the end of the recording for the window")
+    if ((onset < 0) | (onset >= n_frames))[shown].any():
+        raise DatasetError(f"{path}: natural-scene onset frames must lie in 0..{n_frames - 1}")
     scene, onset = scene[shown], onset[shown]
     counts = np.bincount(scene, minlength=n_scenes)
     if counts.min() == 0:
         raise DatasetError(f"{path}: scene(s) {short_list(np.flatnonzero(counts == 0))} were never shown")
 
-    # Window means through cumulative sums: one pass over the traces, whatever the number of presentations.
-    cumulative = np.concatenate([np.zeros((dff.shape[0], 1)), np.cumsum(dff, axis=1)], axis=1)
-    response = (cumulative[:, onset + w1] - cumulative[:, onset + w0]) / (w1 - w0)
-    if nb > 0:
-        response -= (cumulative[:, onset] - cumulative[:, onset - nb]) / nb
-    response = response.T  # [presentations, cells]
-
+    response = window_responses(dff, timestamps, onset, window_s, baseline_s, path).T  # [presentations, cells]
     n_repeats = int(counts.min())
     responses = np.zeros((n_scenes, dff.shape[0]))
     np.add.at(responses, scene, response)
@@ -278,6 +335,36 @@ def read_experiment(path: Path, *, window_s: tuple[float, float], baseline_s: fl
         cell_ids=cell_ids, responses=responses.astype(np.float32), trials=trials.astype(np.float32), counts=counts,
         roi_xy=roi_xy, n_scenes=n_scenes, template_shape=template_shape,
     )
+
+
+def window_responses(
+    dff: np.ndarray, timestamps: np.ndarray, onset: np.ndarray, window_s: tuple[float, float], baseline_s: float, path: Path
+) -> np.ndarray:
+    """float64 [n_cells, n_presentations]: window mean minus baseline mean of each presentation.
+
+    dff: [n_cells, n_frames] dF/F; timestamps: [n_frames] s, increasing; onset: [n_presentations]
+    onset frame indices. With t = timestamps[onset], the window is the frames with timestamps in
+    [t + window_s[0], t + window_s[1]) and the baseline those in [t - baseline_s, t) (none when
+    baseline_s is 0). A presentation whose window or baseline the recording cuts is an error, as
+    is an empty window (shorter than a frame interval).
+    """
+    t = timestamps[onset]
+    edges = lambda offset: np.searchsorted(timestamps, t + offset - _EDGE_S)  # noqa: E731 - first frame at or after t + offset
+    lo, hi = edges(window_s[0]), edges(window_s[1])
+    cut = timestamps[-1] < t + window_s[1] - _EDGE_S  # no frame at or after the window's end: cut short
+    if baseline_s > 0:
+        b_lo, b_hi = edges(-baseline_s), edges(0.0)
+        cut |= timestamps[0] > t - baseline_s + _EDGE_S  # the baseline starts before the first frame
+    if cut.any():
+        raise DatasetError(f"{path}: {int(cut.sum())} presentation(s) too close to the start or end of the recording for the window")
+    if (hi <= lo).any() or (baseline_s > 0 and (b_hi <= b_lo).any()):
+        raise DatasetError(f"{path}: window_s={tuple(window_s)} / baseline_s={baseline_s} holds no frame for some presentation")
+    # Window means through cumulative sums: one pass over the traces, whatever the number of presentations.
+    cumulative = np.concatenate([np.zeros((dff.shape[0], 1)), np.cumsum(dff, axis=1)], axis=1)
+    response = (cumulative[:, hi] - cumulative[:, lo]) / (hi - lo)
+    if baseline_s > 0:
+        response -= (cumulative[:, b_hi] - cumulative[:, b_lo]) / (b_hi - b_lo)
+    return response
 
 
 def _write_templates(staging: Staging, path: Path, n_scenes: int, report) -> None:

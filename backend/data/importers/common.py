@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -298,3 +299,28 @@ def dataset_error_for(path: Path, what: str) -> Iterator[None]:
         if "truncat" in text.lower() or "eof" in text.lower():
             text = f"the file is truncated ({text})"
         raise DatasetError(f"{path}: unreadable {what} ({text})") from None
+
+
+def relative_errors(importer):
+    """Decorator for an importer: its DatasetErrors name source files relative to ``root``.
+
+    Messages are built where the problem is found, from the full paths the readers work with;
+    here, at the importer's boundary, the root the user gave is taken off them, so every message
+    names a file as it lies in the download (``subj01/.../lh.ncsnr.mgh: truncated ...``). The
+    signature (and so the options :mod:`backend.data.importers` derives from it) is unchanged.
+    """
+
+    @functools.wraps(importer)
+    def wrapper(root, *args, **kwargs):
+        try:
+            return importer(root, *args, **kwargs)
+        except DatasetError as err:
+            raise DatasetError(relative_message(str(err), Path(root).expanduser().resolve())) from None
+
+    return wrapper
+
+
+def relative_message(text: str, root: Path) -> str:
+    """``text`` with every path below ``root`` written relative to it."""
+    prefix = str(root).rstrip("/") + "/"
+    return text.replace(prefix, "") if prefix != "/" else text

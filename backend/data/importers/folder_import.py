@@ -1,10 +1,13 @@
 """Import a generic dataset folder (images + responses .npy/.npz + manifest.json).
 
-The folder is opened and checked completely with :func:`backend.data.folder.load_folder`, then a
+The folder is opened and checked completely with :func:`backend.data.folder.load_folder`, every
+image is opened and decoded (:func:`backend.data.folder.check_image`: readable, at most 40
+megapixels) and extra ROI label sets are checked, all before anything is written. Then a
 normalised copy is written into the datasets folder: responses as a memory-mappable float32
 ``responses.npy`` (also when given as .npz or another dtype), images under ``images/``, each
 array in its canonical file, and the manifest rewritten to point at them. Keys of the manifest and
-of its stimulus entries that Cortextual does not interpret are kept.
+of its stimulus entries that Cortextual does not interpret are kept. Every problem is one
+DatasetError line naming the file relative to the folder.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.data.folder import MANIFEST, load_folder
+from backend.data.folder import MANIFEST, check_stimulus_images, load_folder, read_roi_sets
 from backend.data.importers.common import (
     Progress,
     Staging,
@@ -50,6 +53,11 @@ def import_folder(
     report("checking the folder", 0.0)
     dataset = load_folder(root)
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    roi_sets = {}
+    if isinstance(dataset.space, SurfaceSpace):
+        roi_sets = read_roi_sets(root, (manifest.get("unit_space") or {}).get("roi_sets"), dataset.n_units)
+    # Images last among the checks: the slowest (each is decoded), and nothing is written until all pass.
+    check_stimulus_images(dataset, lambda done, total: report(f"checking images {done:,}/{total:,}", 0.05 * done / total))
     dataset_id = dataset_id or _plain_id(str(manifest.get("id") or root.name))
     sources = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
     params = {"kind": "folder", "root": str(root), "sources": fingerprint_files(sources)}
@@ -72,7 +80,7 @@ def import_folder(
         if not staging.done("responses"):
             _copy_rows(dataset.responses, staging.path("responses.npy"))
             staging.mark("responses")
-        out.update(stimuli=stimuli, responses="responses.npy", unit_space=_write_space(staging, dataset.space, manifest, root))
+        out.update(stimuli=stimuli, responses="responses.npy", unit_space=_write_space(staging, dataset.space, manifest, roi_sets))
         if dataset.trials is not None:
             report("copying single trials", 0.7)
             if not staging.done("trials"):
@@ -96,19 +104,24 @@ def import_folder(
     return final
 
 
-def _write_space(staging: Staging, space, manifest: dict, root: Path) -> dict:
+def _write_space(staging: Staging, space, manifest: dict, roi_sets: dict) -> dict:
     if isinstance(space, SurfaceSpace):
         spec: dict = {"kind": "surface", "mesh": space.mesh, "rois": "rois.npy", "roi_names": list(space.roi_names)}
         save_npy_atomic(staging.path("rois.npy"), space.roi_labels.astype(np.int16))
         if space.vertices is not None:
             save_npy_atomic(staging.path("vertices.npy"), space.vertices.astype(np.int64))
             spec["vertices"] = "vertices.npy"
-        # Extra ROI sets written by importers (rois_<set>.npy) travel along.
-        for name, entry in ((manifest.get("unit_space") or {}).get("roi_sets") or {}).items():
-            file = entry.get("file") if isinstance(entry, dict) else None
-            if file and file != "rois.npy" and (root / file).is_file() and "/" not in file:
-                copy_atomic(root / file, staging.path(file))
-                spec.setdefault("roi_sets", {})[name] = entry
+        # Extra ROI sets written by importers (checked by read_roi_sets) travel along; the set
+        # stored in the primary rois file keeps pointing at it.
+        source = manifest.get("unit_space") or {}
+        primary = source.get("rois")
+        if roi_sets and isinstance(source.get("roi_set"), str):
+            spec["roi_set"] = source["roi_set"]  # the name of the primary set (importers write it)
+        for name, (labels, names, file) in roi_sets.items():
+            target = "rois.npy" if file == primary else f"rois_{_safe(name)}.npy"
+            if target != "rois.npy":
+                save_npy_atomic(staging.path(target), labels)
+            spec.setdefault("roi_sets", {})[name] = {"file": target, "names": list(names)}
         return spec
     assert isinstance(space, NeuronSpace)
     save_npz_atomic(

@@ -27,6 +27,11 @@ of fsaverage) and ``mesh="fsaverage"`` keeps all 163,842.
 
 A partial download imports what is complete: sessions whose lh or rh file is missing or truncated
 are left out and listed in the manifest's ``import.missing`` (``allow_partial=False`` refuses).
+
+Every other input is checked before the first beta is read, so a bad file fails in seconds rather
+than after the sessions were streamed: the design, every session file's header against its size
+(.mgh), the ncsnr and label files (read completely: they are small), the captions and the
+imgBrick's shape and dtype (at most 40 megapixels per image). Errors name files relative to root.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.analysis.scores import noise_ceiling_from_ncsnr
+from backend.data.folder import check_image_shape
 from backend.data.importers import coco
-from backend.data.importers.ceiling import noise_ceiling_from_ncsnr
 from backend.data.importers.common import (
     Progress,
     Staging,
@@ -46,6 +52,7 @@ from backend.data.importers.common import (
     find_one,
     fingerprint_files,
     import_record,
+    relative_errors,
     reporter,
     save_npy_atomic,
     save_png_atomic,
@@ -72,6 +79,7 @@ INT_BETA_SCALE = 300.0
 _SESSION_FILE = re.compile(r"^(lh|rh)\.betas_session(\d+)\.mg[hz]$")
 
 
+@relative_errors
 def import_nsd(
     root: Path,
     *,
@@ -155,6 +163,9 @@ def import_nsd(
     _check_image_brick(stimuli_path, int(nsd_ids.max()))
     ncsnr_files = _ncsnr_files(betas_folder, root)
     label_sets = _label_files(root)
+    report("checking the noise ceiling and label files", 0.01)
+    ncsnr = np.concatenate([_read_ncsnr(ncsnr_files[h], n_keep) for h in ("lh", "rh")]) if ncsnr_files else None
+    labels = _read_labels(label_sets, n_keep, roi_set) if label_sets else None
 
     sources = [design_path, stimuli_path, *caption_files, *ncsnr_files.values()]
     sources += [p for files in label_sets.values() for p in files]
@@ -178,17 +189,17 @@ def import_nsd(
 
         unit_space: dict = {"kind": "surface", "mesh": mesh}
         extra: dict = {}
-        if ncsnr_files:
+        if ncsnr is not None:
             report("noise ceiling from ncsnr", 0.8)
-            ncsnr = np.concatenate([_read_ncsnr(ncsnr_files[h], n_keep) for h in ("lh", "rh")])
             counts = layout.counts[is_test] if is_test.any() else layout.counts
-            save_npy_atomic(staging.path("noise_ceiling.npy"), noise_ceiling_from_ncsnr(ncsnr, counts))
+            ceiling = noise_ceiling_from_ncsnr(ncsnr, counts).astype(np.float32)
+            save_npy_atomic(staging.path("noise_ceiling.npy"), ceiling)
             extra["noise_ceiling"] = "noise_ceiling.npy"
         else:
             notes.append("no {lh,rh}.ncsnr.mgh: no noise ceiling")
-        if label_sets:
+        if labels is not None:
             report("ROI labels", 0.81)
-            unit_space.update(_write_labels(staging, label_sets, n_keep, roi_set))
+            unit_space.update(_write_labels(staging, labels))
 
         _write_images(staging, stimuli_path, nsd_ids, lambda stage, f: report(stage, 0.82 + 0.17 * f))
 
@@ -363,14 +374,21 @@ def _captions(root: Path, nsd_ids: np.ndarray, captions: list[Path] | None, miss
 
 
 def _check_image_brick(path: Path, max_id: int) -> None:
+    """imgBrick: uint8 [n, H, W, 3] (or [n, H, W]) with every needed NSD id and images of at most 40 MP.
+
+    HDF5 itself refuses a file shorter than its recorded end (a truncated download) when opened.
+    """
     import h5py
 
     with dataset_error_for(path, "HDF5 file"), h5py.File(path, "r") as f:
-        if "imgBrick" not in f:
+        if "imgBrick" not in f or not isinstance(f["imgBrick"], h5py.Dataset):
             raise DatasetError(f"{path}: dataset 'imgBrick' is missing")
         brick = f["imgBrick"]
         if brick.ndim not in (3, 4) or (brick.ndim == 4 and brick.shape[3] != 3):
             raise DatasetError(f"{path}: imgBrick must be [n, H, W, 3] (or [n, H, W]), got {brick.shape}")
+        if brick.dtype != np.uint8:
+            raise DatasetError(f"{path}: imgBrick must hold uint8 pixels (NSD's format), got {brick.dtype}")
+        check_image_shape(brick.shape[1], brick.shape[2], f"{path}: imgBrick")
         if brick.shape[0] <= max_id:
             raise DatasetError(f"{path}: imgBrick has {brick.shape[0]} images but the design needs NSD id {max_id}")
 
@@ -386,8 +404,7 @@ def _write_images(staging: Staging, path: Path, nsd_ids: np.ndarray, report) -> 
         for k, nsd_id in enumerate(nsd_ids.tolist()):
             target = staging.path(f"images/nsd-{nsd_id:05d}.png")
             if not target.exists():
-                image = np.asarray(brick[nsd_id])
-                save_png_atomic(target, image.astype(np.uint8))
+                save_png_atomic(target, np.asarray(brick[nsd_id]))
             if k % 200 == 0:
                 report(f"images {k:,}/{len(nsd_ids):,}", k / len(nsd_ids))
     staging.mark("images")
@@ -433,10 +450,10 @@ def _label_files(root: Path) -> dict[str, list[Path]]:
     return sets
 
 
-def _write_labels(staging: Staging, label_sets: dict[str, list[Path]], n_keep: int, primary: str) -> dict:
-    """Write rois.npy (primary set) and rois_<set>.npy (others); returns the unit_space entries."""
+def _read_labels(label_sets: dict[str, list[Path]], n_keep: int, primary: str) -> dict:
+    """Every label set read and renumbered: {"primary": name, "sets": {name: (int16 labels, names)}}."""
     primary = primary if primary in label_sets else next(iter(label_sets))
-    written: dict[str, dict] = {}
+    sets: dict[str, tuple[np.ndarray, list[str]]] = {}
     for name, files in label_sets.items():
         values, table = [], {}
         for path in files[:2]:
@@ -448,9 +465,17 @@ def _write_labels(staging: Staging, label_sets: dict[str, list[Path]], n_keep: i
             values.append(hemi_values[:n_keep])
         if len(files) > 2:
             table = read_colour_table(files[2])
-        labels, names = compact_labels(values, table)
+        sets[name] = compact_labels(values, table)
+    return {"primary": primary, "sets": sets}
+
+
+def _write_labels(staging: Staging, labels: dict) -> dict:
+    """Write rois.npy (primary set) and rois_<set>.npy (others); returns the unit_space entries."""
+    primary = labels["primary"]
+    written: dict[str, dict] = {}
+    for name, (values, names) in labels["sets"].items():
         file = "rois.npy" if name == primary else f"rois_{name}.npy"
-        save_npy_atomic(staging.path(file), labels)
+        save_npy_atomic(staging.path(file), values)
         written[name] = {"file": file, "names": names}
     return {
         "rois": "rois.npy",
