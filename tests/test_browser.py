@@ -344,6 +344,6 @@ def test_a_dataset_folder_given_to_the_launcher_opens_in_the_page(tmp_path):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
     output = log.read_text()
-    assert "in the catalog as 'my-lab-s-data'" in output, output[-2000:]
+    assert "in the catalog as 'my_lab_s_data'" in output, output[-2000:]
     assert "stimuli" in info, info
     assert "Traceback" not in output and "Not Found" not in info and not errors, (output[-2000:], errors)

@@ -61,7 +61,7 @@ def test_hostile_ids_in_job_bodies_are_422(backend_url, job, dataset_id):
 def test_linking_a_folder_registers_it_under_an_id(tmp_path):
     folder = make_folder(tmp_path / "My Experiment (2026)")
     dataset_id = catalog.link_folder(folder)
-    assert dataset_id == "My-Experiment-2026"
+    assert dataset_id == "My_Experiment_2026"
     assert catalog.link_folder(folder) == dataset_id, "linking the same folder again reuses its id"
     other = make_folder(tmp_path / "elsewhere" / "My Experiment (2026)")
     second = catalog.link_folder(other)

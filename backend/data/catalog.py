@@ -18,7 +18,7 @@ from pathlib import Path
 from backend.cache import write_bytes_atomic
 from backend.config import cache_dir, datasets_dir, demo_world_size
 from backend.data.demo.world import DEFAULT_SEED, DEMO_IDS, demo_folder_name, ensure_demo_world
-from backend.data.folder import MANIFEST, load_folder
+from backend.data.folder import MANIFEST, check_stimulus_images, load_folder
 from backend.data.ids import id_from_name, is_dataset_id
 from backend.data.schema import Dataset, DatasetError
 
@@ -134,7 +134,7 @@ def link_folder(folder: str | Path, dataset_id: str | None = None) -> str:
     launcher action (``launch.py --dataset DIR``): the API never takes paths.
     """
     folder = Path(folder).expanduser().resolve()
-    load_folder(folder)  # raises a one-line DatasetError for a bad folder
+    check_stimulus_images(load_folder(folder))  # a one-line DatasetError for a bad folder or image
     with _link_lock:
         links = {k: str(v) for k, v in linked_folders().items()}
         for existing, path in links.items():

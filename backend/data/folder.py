@@ -82,7 +82,7 @@ def load_folder(root: str | Path, dataset_id: str | None = None) -> Dataset:
     responses = _read_responses(root, responses_rel)
     if responses.shape[0] != len(stimuli):
         raise DatasetError(
-            f"{_shown(root, _resolve(root, responses_rel, 'responses'))}: {responses.shape[0]} rows "
+            f"{shown_path(root, _resolve(root, responses_rel, 'responses'))}: {responses.shape[0]} rows "
             f"but {len(stimuli)} stimuli; responses must be [n_stimuli, n_units]"
         )
     space = _read_unit_space(root, manifest.get("unit_space"), n_units=responses.shape[1])
@@ -137,7 +137,7 @@ def load_array(path: Path, *, mmap: bool = False, key: str | None = None, root: 
     arrays, non-numeric dtypes and arrays too large to read.
     """
     path = Path(path)
-    name = _shown(root, path)
+    name = shown_path(root, path)
     if not path.is_file():
         raise DatasetError(f"{name}: file not found")
     if path.suffix == ".npz":
@@ -163,7 +163,7 @@ def load_array(path: Path, *, mmap: bool = False, key: str | None = None, root: 
 def npz_headers(path: Path, *, root: Path | None = None) -> dict[str, ArrayHeader]:
     """key -> header of every array in an .npz, each checked against its zip member's size."""
     path = Path(path)
-    name = _shown(root, path)
+    name = shown_path(root, path)
     if not path.is_file():
         raise DatasetError(f"{name}: file not found")
     try:
@@ -324,7 +324,7 @@ def check_stimulus_images(ds: Dataset, progress=None) -> None:
     """
     paths = ds.stimuli.image_paths
     for i, path in enumerate(paths):
-        check_image(path, _shown(ds.root, path))
+        check_image(path, shown_path(ds.root, path))
         if progress is not None and i % 500 == 0:
             progress(i, len(paths))
 
@@ -345,14 +345,15 @@ def check_image_shape(height: int, width: int, name: str) -> None:
 # ---------------------------------------------------------------------------- manifest and paths
 
 
-def _shown(root: Path | None, path: Path) -> str:
-    """``path`` as messages show it: relative to the dataset folder, never where that folder is."""
+def shown_path(root: Path | None, path: Path) -> str:
+    """``path`` as messages show it: relative to the dataset folder, never where that folder is
+    (a path outside it shows its name only)."""
     if root is not None:
         try:
             return Path(path).relative_to(root).as_posix()
         except ValueError:
             pass
-    return str(path)
+    return Path(path).name
 
 
 def _resolve(root: Path, rel: object, what: str) -> Path:
@@ -421,7 +422,7 @@ def _read_stimuli(root: Path, manifest: dict) -> Stimuli:
         folder = root / "images" if (root / "images").is_dir() else root
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
-            raise DatasetError(f"{_shown(root, folder) if folder != root else '.'}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+            raise DatasetError(f"{shown_path(root, folder) if folder != root else '.'}: no images found ({', '.join(IMAGE_SUFFIXES)})")
         entries = [{"image": p.relative_to(root).as_posix()} for p in files]
     if not isinstance(entries, list) or not entries:
         raise DatasetError(f'{MANIFEST}: "stimuli" must be a non-empty list')
@@ -432,7 +433,7 @@ def _read_stimuli(root: Path, manifest: dict) -> Stimuli:
             raise DatasetError(f'{MANIFEST}: stimulus {i} needs an "image" file name')
         path = _resolve(root, entry["image"], f"stimulus {i} image")
         if not path.is_file():
-            raise DatasetError(f"{_shown(root, path)}: file not found (stimulus {i})")
+            raise DatasetError(f"{shown_path(root, path)}: file not found (stimulus {i})")
         split = entry.get("split", "train")
         if not isinstance(split, str) or split not in SPLITS:
             raise DatasetError(f"{MANIFEST}: stimulus {i} has split {_short(split)}; use one of {SPLITS}")
@@ -454,7 +455,7 @@ def _read_stimuli(root: Path, manifest: dict) -> Stimuli:
 
 def _read_responses(root: Path, rel: object) -> np.ndarray:
     path = _resolve(root, rel, "responses")
-    name = _shown(root, path)
+    name = shown_path(root, path)
     responses = load_array(path, mmap=True, key="responses", root=root)
     if responses.ndim != 2:
         raise DatasetError(f"{name}: responses must be 2-D [n_stimuli, n_units], got shape {responses.shape}")
@@ -467,7 +468,7 @@ def _read_responses(root: Path, rel: object) -> np.ndarray:
 def _read_noise_ceiling(root: Path, rel: object, n: int) -> np.ndarray:
     """float [n_units], percent: finite and within 0..100."""
     path = _resolve(root, rel, "noise ceiling")
-    name = _shown(root, path)
+    name = shown_path(root, path)
     ceiling = load_array(path, root=root)
     if ceiling.shape != (n,):
         raise DatasetError(f"{name}: noise ceiling must have shape ({n},), got {ceiling.shape}")
@@ -495,7 +496,7 @@ def _read_surface_space(root: Path, spec: dict, n_units: int) -> SurfaceSpace:
     vertices = None
     if spec.get("vertices"):
         path = _resolve(root, spec["vertices"], "vertices")
-        name = _shown(root, path)
+        name = shown_path(root, path)
         vertices = load_array(path, root=root)
         if vertices.shape != (n_units,):
             raise DatasetError(f"{name}: vertices must have shape ({n_units},) to match the responses' units, got {vertices.shape}")
@@ -517,7 +518,7 @@ def _read_surface_space(root: Path, spec: dict, n_units: int) -> SurfaceSpace:
 def read_roi_labels(root: Path, rel: object, n_units: int, names: tuple[str, ...]) -> np.ndarray:
     """int16 [n_units]: ROI label codes from the file ``rel`` names, each an index into ``names``."""
     path = _resolve(root, rel, "rois")
-    name = _shown(root, path)
+    name = shown_path(root, path)
     labels = load_array(path, root=root)
     if labels.shape != (n_units,):
         raise DatasetError(f"{name}: ROI labels must have shape ({n_units},), got {labels.shape}")
@@ -544,7 +545,7 @@ def read_roi_sets(root: Path, spec: object, n_units: int) -> dict[str, tuple[np.
 
 def _read_neuron_space(root: Path, spec: dict, n_units: int) -> NeuronSpace:
     path = _resolve(root, spec.get("units", "neurons.npz"), "units")
-    name = _shown(root, path)
+    name = shown_path(root, path)
     if path.suffix != ".npz":
         raise DatasetError(f"{name}: the neuron table must be an .npz with arrays area, x, y[, depth, cell_type]")
     present = npz_headers(path, root=root)
@@ -602,10 +603,10 @@ def _read_trials(root: Path, spec: object, shape: tuple[int, int]) -> tuple[np.n
     if not isinstance(spec, dict) or "file" not in spec or "stimuli" not in spec:
         raise DatasetError(f'{MANIFEST}: "trials" needs "file" (trials array) and "stimuli" (their rows)')
     path = _resolve(root, spec["file"], "trials")
-    name = _shown(root, path)
+    name = shown_path(root, path)
     trials = load_array(path, mmap=True, root=root)
     rows_path = _resolve(root, spec["stimuli"], "trial stimuli")
-    rows_name = _shown(root, rows_path)
+    rows_name = shown_path(root, rows_path)
     rows = load_array(rows_path, root=root)
     if rows.ndim != 1:
         raise DatasetError(f"{rows_name}: trial stimulus rows must be 1-D, got shape {rows.shape}")
@@ -624,7 +625,7 @@ def _read_captions(root: Path, rel: object, n: int) -> dict[str, tuple[str, ...]
     if rel is None:
         return {}
     path = _resolve(root, rel, "captions")
-    name = _shown(root, path)
+    name = shown_path(root, path)
     table = _read_json(path, name)
     if not isinstance(table, dict):
         raise DatasetError(f"{name}: must map captioner ids to lists of captions")
@@ -642,7 +643,7 @@ def _read_truth(root: Path, spec: object, n_units: int) -> tuple[dict[str, str],
     if not isinstance(spec, dict) or "file" not in spec or not isinstance(spec.get("maps") or {}, dict):
         raise DatasetError(f'{MANIFEST}: "truth" needs "file" and "maps" (map name -> what it is)')
     path = _resolve(root, spec["file"], "truth")
-    name = _shown(root, path)
+    name = shown_path(root, path)
     maps = {str(k): str(v) for k, v in (spec.get("maps") or {}).items()}
     headers = npz_headers(path, root=root)
     for key in maps:

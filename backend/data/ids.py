@@ -21,6 +21,6 @@ def is_dataset_id(text: object) -> bool:
 
 
 def id_from_name(name: str) -> str:
-    """A valid id made from a folder name: other characters become ``-``, cut to 64 characters."""
-    text = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:MAX_ID_LENGTH].rstrip("-._")
+    """A valid id made from a folder name: other characters become ``_``, cut to 64 characters."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("-._")[:MAX_ID_LENGTH].rstrip("-._")
     return text or "dataset"

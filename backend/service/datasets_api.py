@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -14,6 +13,7 @@ from fastapi.responses import Response
 
 import backend
 from backend.data import catalog
+from backend.data.folder import shown_path
 from backend.data.schema import Dataset, DatasetError, NeuronSpace
 from backend.data.surface import display_vertices, load_hemispheres
 from backend.service.state import DatasetId, Services, services, stimulus_row
@@ -82,9 +82,8 @@ def stimulus(dataset_id: DatasetId, index: int, s: Services = Depends(services))
 )
 def stimulus_image(dataset_id: DatasetId, index: int, size: int = Query(0, ge=0, le=MAX_IMAGE_SIZE), s: Services = Depends(services)) -> Response:
     ds = s.dataset(dataset_id)
-    path = Path(ds.stimuli.image_paths[stimulus_row(ds, index)])
-    shown = path.relative_to(ds.root).as_posix() if path.is_relative_to(ds.root) else path.name
-    png = _image_png(str(path), size, shown)
+    path = ds.stimuli.image_paths[stimulus_row(ds, index)]
+    png = _image_png(str(path), size, shown_path(ds.root, path))
     return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 

@@ -7,6 +7,7 @@ import hashlib
 
 from PIL import Image
 
+from backend.data.folder import shown_path
 from backend.data.schema import Dataset, DatasetError
 
 
@@ -33,5 +34,5 @@ def load_images(ds: Dataset, indices) -> list[Image.Image]:
             with Image.open(path) as image:
                 images.append(image.convert("RGB"))
         except (OSError, Image.DecompressionBombError) as err:
-            raise DatasetError(f"{path}: not a readable image ({err})") from None
+            raise DatasetError(f"{shown_path(ds.root, path)}: not a readable image ({type(err).__name__})") from None
     return images

@@ -28,6 +28,7 @@ from PIL import Image
 from backend.config import datasets_dir
 from backend.data.folder import FORMAT, MANIFEST
 from backend.data.schema import DatasetError
+from backend.data.ids import is_dataset_id
 
 Progress = Callable[[str, float], None]
 _PARAMS = ".import-params.json"
@@ -40,9 +41,9 @@ def reporter(progress: Progress | None) -> Progress:
 
 
 def check_dataset_id(dataset_id: str) -> str:
-    """A dataset id is a plain folder name: no separators, not hidden."""
-    if not dataset_id or dataset_id.startswith(".") or "/" in dataset_id or "\\" in dataset_id:
-        raise DatasetError(f"dataset id {dataset_id!r}: use a plain name such as 'nsd-subj01'")
+    """A dataset id is a plain name (:mod:`backend.data.ids`): the catalog and the API take no other."""
+    if not is_dataset_id(dataset_id):
+        raise DatasetError(f"dataset id {dataset_id!r}: use a plain name such as 'nsd-subj01' (letters, digits, '.', '_', '-'; at most 64)")
     return dataset_id
 
 

@@ -33,6 +33,7 @@ from backend.data.importers.common import (
     write_text_atomic,
 )
 from backend.data.schema import DatasetError, NeuronSpace, SurfaceSpace
+from backend.data.ids import id_from_name
 
 _ROW_BYTES = 256 * 2**20
 _REWRITTEN = ("format", "id", "responses", "stimuli", "unit_space", "trials", "noise_ceiling", "captions", "truth", "import")
@@ -58,7 +59,7 @@ def import_folder(
         roi_sets = read_roi_sets(root, (manifest.get("unit_space") or {}).get("roi_sets"), dataset.n_units)
     # Images last among the checks: the slowest (each is decoded), and nothing is written until all pass.
     check_stimulus_images(dataset, lambda done, total: report(f"checking images {done:,}/{total:,}", 0.05 * done / total))
-    dataset_id = dataset_id or _plain_id(str(manifest.get("id") or root.name))
+    dataset_id = dataset_id or id_from_name(str(manifest.get("id") or root.name))
     sources = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
     params = {"kind": "folder", "root": str(root), "sources": fingerprint_files(sources)}
 
@@ -151,10 +152,3 @@ def _copy_rows(source: np.ndarray, target: Path) -> None:
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "stimulus"
-
-
-def _plain_id(text: str) -> str:
-    plain = _safe(text).lstrip(".")
-    if not plain:
-        raise DatasetError(f"cannot make a dataset id from {text!r}; pass dataset_id")
-    return plain
