@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_analyze_writes_every_score(small_world, tmp_path):
     out = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "launch.py", "analyze", "--dataset", "demo-human", "--captioner", "sim-objects-only", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        # --brain-steps 2: the real SmolLM2 path end to end, trained just enough to run (the truth
+        # tests in test_brain_captions_truth.py train it properly)
+        [sys.executable, "launch.py", "analyze", "--dataset", "demo-human", "--captioner", "sim-objects-only", "--out", str(out),
+         "--brain-steps", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "[analyze] 100.0%  done" in done.stdout
@@ -36,6 +39,13 @@ def test_analyze_writes_every_score(small_world, tmp_path):
     assert report["reconstructions"]["image_embedder"] == "sim-scene-reader", "the simulated reader on the simulated world"
     assert 0 <= report["reconstructions"]["image_two_way"] <= 1
     assert report["decoding"]["corpus"] == "training captions"
+    generated = report["brain_captions"]
+    assert generated["language_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and generated["training"]["steps"] == 2
+    assert set(generated["metrics"]) == {"retrieval", "brain", "ceiling"}
+    for scores in generated["metrics"].values():
+        assert all(math.isfinite(scores[k]) for k in ("bleu1", "bleu4", "meteor", "rouge_l", "cider", "similarity"))
+    # retrieval here is the decoded_captions section's, on the same stimuli
+    assert generated["metrics"]["retrieval"]["cider"] == pytest.approx(report["decoded_captions"]["cider"])
     assert "r_vs_planted_caption_region" in report["truth_recovery"]
     for control in ("word-average", "nouns", "verbs"):
         assert 0 <= report["controls"][control]["fraction_a_better"] <= 1

@@ -18,6 +18,7 @@ import gradio as gr
 import numpy as np
 
 from backend.service.client import BackendClient, BackendError
+from viewer.brain_captions_tab import BrainCaptionsTab, generated_row
 from viewer.brain_panel import BrainPanel
 from viewer.controls_tab import ControlsTab
 from viewer.summary_tabs import ComparisonTab, RsaTab
@@ -186,6 +187,7 @@ class Explorer:
                 f"<td>{html.escape(decoded['caption'])} <span class='ctx-note'>(cosine {decoded['similarity']:.2f} to the reference; "
                 f"retrieved from the {html.escape(decoded.get('corpus') or 'training captions')})</span></td></tr>"
             )
+        rows.append(generated_row(self.client, dataset_id, index))
         return (
             f"<div class='ctx-captions'><table>{''.join(rows)}</table>"
             "<div class='ctx-note'>Highlighted: words not in the reference caption.</div></div>"
@@ -263,6 +265,9 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         with gr.Tab("RSA"):
             rsa = RsaTab(client)
 
+        with gr.Tab("Brain -> caption"):
+            brain_captions = BrainCaptionsTab(client)
+
         with gr.Tab("Planted truth") as truth_tab:
             gr.Markdown(
                 "Simulated datasets carry the tuning they were generated with: analyses are checked against these maps."
@@ -292,6 +297,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         encoding.wire(dataset_state, encoding_tab)
         comparison.wire(dataset_state, runs.embedder, runs.generator)
         rsa.wire(dataset_state, runs.embedder)
+        brain_captions.wire(dataset_state, runs.embedder)
         controls.wire(dataset_state, runs.source, runs.embedder)
         manifolds.wire(dataset_state, stimulus_state, runs.embedder)
         manifold_inputs = [dataset_state, stimulus_state, runs.embedder, manifolds.region]

@@ -19,7 +19,7 @@ from backend.data import catalog
 from backend.data.schema import DatasetError
 from backend.models.registry import UnknownModel
 from backend.models.weights import ModelUnavailable
-from backend.service import datasets_api, manifolds_api, models_api, stages_api
+from backend.service import brain_captions_api, datasets_api, manifolds_api, models_api, stages_api
 from backend.service.limits import MAX_BODY_BYTES, RequestLimits
 from backend.service.state import Services
 
@@ -30,7 +30,7 @@ def create_app(prepare_demo: bool = True, max_body: int = MAX_BODY_BYTES) -> Fas
     """The API; with ``prepare_demo`` the demo world starts generating at once if it is missing."""
     app = FastAPI(title="Cortextual backend", version=backend.__version__)
     app.state.services = Services(prepare_demo=prepare_demo)
-    routers = [datasets_api.router, models_api.router, stages_api.router, manifolds_api.router]
+    routers = [datasets_api.router, models_api.router, stages_api.router, manifolds_api.router, brain_captions_api.router]
     for router in routers:
         app.include_router(router)
 

@@ -283,3 +283,23 @@ class BackendClient:
     def manifold_regions(self, dataset_id: str) -> list[dict]:
         """[{name, units}]: the regions (ROIs or areas) a brain map can be drawn from."""
         return self._json(f"/api/datasets/{dataset_id}/manifolds/regions")
+
+    # -- captions generated from the brain (frozen language model) ------------------------------
+    def brain_captions_job(self, dataset_id: str, **params) -> dict:
+        """Start training the prefix decoder and captioning the test stimuli from the brain.
+        ``params``: source, embedder, language_model, inputs ("captions" | "captions+brain"),
+        steps, num_beams, max_new_tokens, seed (the API's defaults otherwise)."""
+        return self._post("/api/jobs/brain-captions", {"dataset": dataset_id, **params})
+
+    def brain_captions(self, dataset_id: str, **params) -> dict:
+        """The metric table (retrieval where a decode job ran, generated from the brain, ceiling)
+        and training facts of a finished brain-captions job with these ``params`` (404 if none)."""
+        return self._json(f"/api/datasets/{dataset_id}/brain-captions", **params)
+
+    def brain_caption_rows(self, dataset_id: str, limit: int = 50, **params) -> list[dict]:
+        """[{index, reference, retrieved, generated, ceiling, similarity, ceiling_similarity}] per test stimulus."""
+        return self._json(f"/api/datasets/{dataset_id}/brain-captions/stimuli", limit=limit, **params)
+
+    def brain_caption(self, dataset_id: str, index: int, **params) -> dict:
+        """{index, language_model, generated, ceiling, similarity, ceiling_similarity} for a test stimulus."""
+        return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/brain-caption", **params)

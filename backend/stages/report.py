@@ -16,6 +16,8 @@ import numpy as np
 from backend.analysis.caption_metrics import bleu, cider, meteor, rouge_l
 from backend.cache import Store
 from backend.data.schema import Dataset
+from backend.models.prefix_decoder import PrefixConfig
+from backend.stages.brain_captions import DEFAULT_LM, brain_captions, caption_scores, quick_config
 from backend.stages.captions import REFERENCE, caption_dataset, source_captions
 from backend.stages.comparison import compare_captioners, default_image_embedder
 from backend.stages.controls import compare_controls, dataset_lexicon
@@ -34,10 +36,15 @@ def analyze(
     pool,
     text_to_image: str = "sim-scene-renderer",
     corpus: list[str] | None = None,
+    language_model: str | None = DEFAULT_LM,
+    brain_steps: int | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Every score the explorer's panels show, for one dataset / captioner / embedder; decoded
-    captions are retrieved from ``corpus`` when given, else from the training captions."""
+    captions are retrieved from ``corpus`` when given, else from the training captions.
+    ``language_model``: the frozen LM that generates captions from the brain (None: skip that
+    step, which trains a prefix decoder for minutes on a CPU the first time); ``brain_steps``: its
+    training steps (default: the decoder's default configuration)."""
     say = progress or (lambda stage, fraction: None)
     report: dict = {"dataset": ds.id, "captioner": captioner, "embedder": embedder, "text_to_image": text_to_image}
 
@@ -85,6 +92,11 @@ def analyze(
             "rouge_l": float(rouge_l(own, refs)),
         }
 
+    if language_model is not None:
+        say("captions generated from the brain", 0.7)
+        config = quick_config(brain_steps) if brain_steps else PrefixConfig()
+        report["brain_captions"] = _generated_vs_retrieved(ds, captioner, embedder, language_model, config, decoding, store, pool)
+
     say("reconstructions", 0.8)
     # The comparison tab's row for this captioner: pixel metrics and, with an image embedder, 2-way.
     image_embedder = default_image_embedder(ds)
@@ -100,6 +112,26 @@ def analyze(
         report["truth_recovery"] = _truth_recovery(ds, encoding.r, labels, names)
     say("done", 1.0)
     return report
+
+
+def _generated_vs_retrieved(ds: Dataset, source: str, embedder: str, language_model: str, config: PrefixConfig,
+                            decoding: dict, store: Store, pool) -> dict:
+    """Retrieval, the prefix decoder from the brain, and its ceiling (fed the true caption
+    embedding), on the same test stimuli and the same metrics."""
+    result = brain_captions(ds, source, embedder, store=store, pool=pool, language_model=language_model, config=config)
+    rows = sorted(int(r) for r in result["stimuli"])
+    refs = [[ds.stimuli.captions[r] or ""] for r in rows]
+    retrieved = [decoding["stimuli"][str(r)]["caption"] for r in rows]
+    retrieval = {**caption_scores(retrieved, refs),
+                 "similarity": float(np.mean([decoding["stimuli"][str(r)]["similarity"] for r in rows]))}
+    training = {k: v for k, v in result["training"].items() if k != "loss"}
+    return {
+        "language_model": language_model, "inputs": result["inputs"], "training": training,
+        "metrics": {"retrieval": retrieval, **result["metrics"]},
+        "examples": [{"stimulus": r, "reference": refs[i][0], "retrieved": retrieved[i],
+                      "generated": result["stimuli"][str(r)]["generated"], "ceiling": result["stimuli"][str(r)]["ceiling"]}
+                     for i, r in enumerate(rows[:5])],
+    }
 
 
 def _truth_recovery(ds: Dataset, r: np.ndarray, labels: np.ndarray, names) -> dict:

@@ -1,0 +1,117 @@
+"""The brain-captions stage and its API on the small demo world, with the tiny random-weight Llama
+as the frozen LM (tests/models_tiny.py): caching of the ridge predictions, the decoder and each
+caption; cancel; the job with progress; the reads. What the captions say is the slow truth tests'
+business (a tiny random LM writes noise)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from backend.cache import Store
+from backend.models.device import Cancelled
+from backend.models.prefix_decoder import PrefixConfig
+from backend.stages.brain_captions import brain_captions, cached_brain_captions
+from tests.models_tiny import register_tiny, tiny_id
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+LM = tiny_id("causal-lm")
+TINY = PrefixConfig(prefix_length=2, width=32, steps=3, batch_size=8, lr=1e-2, noise=0.1, seed=0, max_tokens=12)
+GEN = dict(max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_pool():
+    """A CPU pool over the suite's cache, where the tiny Llama is a user model by local path (the
+    running test backend reads the same registry)."""
+    from backend.models.pool import ModelPool
+
+    register_tiny("causal-lm")
+    return ModelPool(budget_gb=4, device="cpu")
+
+
+def test_brain_captions_trains_once_and_reads_back_from_the_store(human, tiny_pool, tmp_path):
+    store = Store(tmp_path / "store.sqlite")
+    steps: list[str] = []
+    result = brain_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM, config=TINY,
+                            report=lambda done, total, message: steps.append(message), **GEN)
+    test = [int(i) for i in human.stimuli.indices("test")]
+    assert sorted(int(k) for k in result["stimuli"]) == test
+    assert any("training step 3 of 3, loss" in m for m in steps)
+    assert result["training"]["cached"] is False and len(result["training"]["loss"]) == 3
+    for part in ("brain", "ceiling"):
+        m = result["metrics"][part]
+        assert set(m) >= {"bleu1", "bleu4", "meteor", "rouge_l", "cider", "similarity"}
+        assert all(np.isfinite(v) for k, v in m.items() if k != "identification")
+    assert 0.0 <= result["metrics"]["ceiling"]["exact_match"] <= 1.0
+    assert result["metrics"]["brain"]["identification"]["two_way"] >= 0
+    loads = tiny_pool.loads[LM]
+    # The whole result is cached: nothing loads, the same answer comes back.
+    again = brain_captions(human, "reference", MINILM, store=store, pool=None, language_model=LM, config=TINY, **GEN)
+    assert again == result and tiny_pool.loads[LM] == loads
+    assert cached_brain_captions(human, "reference", MINILM, store, language_model=LM, config=TINY, **GEN) == result
+    # Other generation settings reuse the trained decoder (no training) and write new captions.
+    more = brain_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM, config=TINY,
+                          max_new_tokens=5)
+    assert more["training"]["cached"] is True and more["training"]["loss"] == result["training"]["loss"]
+    assert cached_brain_captions(human, "reference", MINILM, store, language_model=LM, config=TINY, max_new_tokens=7) is None
+
+
+def test_captions_alone_and_with_brain_predictions_are_different_decoders(human, tiny_pool, tmp_path):
+    store = Store(tmp_path / "store.sqlite")
+    alone = brain_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM, config=TINY,
+                           inputs="captions", **GEN)
+    both = brain_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM, config=TINY, **GEN)
+    assert alone["inputs"] == "captions" and both["inputs"] == "captions+brain"
+    assert both["training"]["cached"] is False  # not the captions-only decoder read back
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        brain_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM, config=TINY, inputs="brain")
+
+
+def test_a_model_of_another_kind_is_refused(human, tiny_pool, tmp_path):
+    with pytest.raises(ValueError, match="is a text embedder, not a language model"):
+        brain_captions(human, "reference", MINILM, store=Store(tmp_path / "s.sqlite"), pool=tiny_pool, language_model=MINILM)
+
+
+def test_cancel_stops_training_and_stores_no_decoder(human, tiny_pool, tmp_path):
+    store = Store(tmp_path / "store.sqlite")
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        brain_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM,
+                       config=PrefixConfig(**{**TINY.to_dict(), "steps": 50}), cancel=cancel, **GEN)
+    assert cached_brain_captions(human, "reference", MINILM, store, language_model=LM,
+                                 config=PrefixConfig(**{**TINY.to_dict(), "steps": 50}), **GEN) is None
+
+
+# -------------------------------------------------------------------------------------- API
+
+
+def test_job_progress_result_and_reads(client, backend_services, tiny_pool):
+    with pytest.raises(Exception, match="not a language model"):
+        client.brain_captions_job("demo-human", language_model=MINILM)
+    with pytest.raises(Exception, match="no brain captions"):
+        client.brain_captions("demo-human", language_model=LM, steps=2)
+    job = client.brain_captions_job("demo-human", language_model=LM, steps=2, max_new_tokens=4)
+    deadline = time.monotonic() + 300
+    while job["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+        job = client.job(job["id"])
+    assert job["state"] == "done", job
+    assert job["result"]["trained"] is True and "similarity" in job["result"]
+    table = client.brain_captions("demo-human", language_model=LM, steps=2, max_new_tokens=4)
+    assert {"brain", "ceiling"} <= set(table["metrics"]) and "loss" not in table["training"]
+    rows = client.brain_caption_rows("demo-human", language_model=LM, steps=2, max_new_tokens=4, limit=5)
+    assert len(rows) == 5 and all({"reference", "generated", "ceiling", "similarity"} <= set(r) for r in rows)
+    one = client.brain_caption("demo-human", rows[0]["index"], language_model=LM, steps=2, max_new_tokens=4)
+    assert one["generated"] == rows[0]["generated"]
+    train_row = int(backend_services.dataset("demo-human").stimuli.indices("train")[0])
+    with pytest.raises(Exception, match="training stimulus"):
+        client.brain_caption("demo-human", train_row, language_model=LM, steps=2, max_new_tokens=4)

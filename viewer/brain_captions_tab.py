@@ -1,0 +1,87 @@
+"""The "Brain -> caption" tab: captions generated from the brain by a frozen language model (the
+embedding-prefix decoder behind SmolLM2), scored beside retrieval and beside their ceiling, and
+per-stimulus rows (reference, retrieved, generated, ceiling). Also the captions panel's row."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from backend.service.client import BackendError
+from viewer.model_runs import follow_job, job_summary
+
+METRICS = ["bleu1", "bleu4", "meteor", "rouge_l", "cider", "similarity"]
+ROWS = {"retrieval": "retrieval (nearest training caption)", "brain": "generated from the brain",
+        "ceiling": "ceiling (generated from the true caption embedding)"}
+
+
+def generated_row(client, dataset_id: str, index: int) -> str:
+    """The captions panel's row for the caption generated from the brain (default settings), or ""."""
+    try:
+        entry = client.brain_caption(dataset_id, index)
+    except BackendError as err:
+        if err.status in (404, 409):
+            return ""
+        raise
+    return ("<tr class='decoded'><td class='who'>Generated from the brain</td>"
+            f"<td>{html.escape(entry['generated'])} <span class='ctx-note'>(cosine {entry['similarity']:.2f} to the reference; "
+            f"{html.escape(entry['language_model'].split('/')[-1])} behind a prefix decoder)</span></td></tr>")
+
+
+class BrainCaptionsTab:
+    """Create inside a ``gr.Tab``; then :meth:`wire`."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        gr.Markdown(
+            "Captions **generated** from the brain, not retrieved: a ridge predicts the caption's text embedding from "
+            "the responses, a small network turns it into soft-prefix vectors, and a frozen language model "
+            "(SmolLM2-135M-Instruct, offline) writes the caption. The prefix decoder trains on the training stimuli's "
+            "captions and on out-of-fold ridge predictions of them (so it learns to read predictions); the first run "
+            "trains for minutes on a CPU, later runs read the store. *Ceiling*: the same decoder fed the true caption "
+            "embedding. Retrieval's row appears once the decode job (under *Run models*) has run. Uses the text "
+            "embedder chosen under *Run models*."
+        )
+        with gr.Row():
+            self.button = gr.Button("Generate captions from the brain", elem_id="ctx-brain-captions-run")
+            self.cancel = gr.Button("Cancel", variant="stop", elem_id="ctx-brain-captions-cancel")
+        self.status = gr.Markdown(elem_id="ctx-brain-captions-status")
+        self.table = gr.Dataframe(label="Test split: captions against the references", interactive=False,
+                                  elem_id="ctx-brain-captions-table")
+        self.rows = gr.Dataframe(label="Per stimulus (first 50 test stimuli)", interactive=False, wrap=True,
+                                 elem_id="ctx-brain-captions-rows")
+
+    def tables(self, ds: str, embedder_id: str):
+        table = self.client.brain_captions(ds, embedder=embedder_id)
+        metrics = pd.DataFrame([{"captions": ROWS.get(k, k), **{m: round(v[m], 3) for m in METRICS}}
+                                for k, v in table["metrics"].items()])
+        rows = pd.DataFrame(self.client.brain_caption_rows(ds, embedder=embedder_id, limit=50))
+        rows = rows[[c for c in ("index", "reference", "retrieved", "generated", "ceiling", "similarity") if c in rows]]
+        training = table["training"]
+        how = "read from the store" if training.get("cached") else f"trained in {training.get('seconds', 0):.0f} s"
+        note = (f"Decoder {how} ({training.get('steps')} steps, final loss {training.get('final_loss')}); "
+                f"ceiling exact matches {table['metrics']['ceiling'].get('exact_match', 0):.0%}.")
+        return note, metrics, rows
+
+    def wire(self, dataset_state, embedder) -> None:
+        client = self.client
+
+        def run(ds, embedder_id, progress=gr.Progress()):
+            try:
+                job = follow_job(client, lambda: client.brain_captions_job(ds, embedder=embedder_id), progress)
+                if job["state"] != "done":
+                    return job_summary(job), gr.update(), gr.update()
+                return self.tables(ds, embedder_id)
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+
+        def cancel():
+            for job in client.jobs():
+                if job["kind"] == "brain-captions" and job["state"] in ("queued", "running"):
+                    client.cancel_job(job["id"])
+            return "Cancelling: training stops before its next step."
+
+        self.button.click(run, [dataset_state, embedder], [self.status, self.table, self.rows])
+        self.cancel.click(cancel, None, [self.status])
