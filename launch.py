@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     analyzing.add_argument("--embedder", default="sentence-transformers/all-MiniLM-L6-v2", help="text embedder id")
     analyzing.add_argument("--text-to-image", default="sim-scene-renderer", help="model for reconstructions from decoded captions")
     analyzing.add_argument("--corpus", help="text file, one caption per line, to decode into (default: the training captions)")
+    analyzing.add_argument("--language-model", default="HuggingFaceTB/SmolLM2-135M-Instruct",
+                           help='frozen LM that generates captions from the brain (prefix decoder); "none" to skip')
+    analyzing.add_argument("--brain-steps", type=int, default=120, help="training steps of the prefix decoder (default 120)")
     analyzing.add_argument("--out", required=True, help="where to write the JSON report")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "import":
@@ -171,6 +174,7 @@ def analyze_command(args: argparse.Namespace) -> int:
         ds = open_dataset(dataset_argument(args.analyze_dataset))
         report = analyze(
             ds, args.captioner, args.embedder, store=Store(), pool=ModelPool(), text_to_image=args.text_to_image, corpus=corpus,
+            language_model=None if args.language_model == "none" else args.language_model, brain_steps=args.brain_steps,
             progress=progress,
         )
     except (KeyError, LookupError, ValueError, RuntimeError) as err:
