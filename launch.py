@@ -6,6 +6,7 @@
     python launch.py models list|pull ID|add|remove ID   # which weights are present; fetch them
     python launch.py import nsd|algonauts|allen|folder --root PATH [--id ID] [--FORMAT-OPTION VALUE ...]
     python launch.py analyze --dataset ID --captioner ID --embedder ID [--corpus FILE] --out report.json
+    python launch.py --spaces                # one process, as on Hugging Face Spaces (automatic where SPACE_ID is set)
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ DEMO_TIMEOUT_S = 900.0
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="demo-human", help="dataset to open first (id or folder; default demo-human)")
-    parser.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"viewer port (default {DEFAULT_PORT})")
+    parser.add_argument("--host", help="viewer address (default 127.0.0.1, loopback only; on a Space $GRADIO_SERVER_NAME or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help=f"viewer port (default {DEFAULT_PORT}; in Spaces mode $GRADIO_SERVER_PORT or {DEFAULT_PORT})")
+    parser.add_argument(
+        "--spaces", action="store_true",
+        help="run as on Hugging Face Spaces (the default where SPACE_ID is set): backend in this process, ZeroGPU entry points",
+    )
     parser.add_argument("--backend-url", help="use a backend that is already running (e.g. on a GPU machine)")
     parser.add_argument("--backend-port", type=int, help="port for the backend this launcher starts (default: port + 1, or a free one if taken)")
     commands = parser.add_subparsers(dest="command")
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "import":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.spaces:
+        os.environ["CORTEXTUAL_SPACES"] = "1"
 
     if args.command == "datasets":
         return list_datasets()
@@ -82,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         return import_command(args, extra)
     if args.command == "analyze":
         return analyze_command(args)
+    from backend.models.zerogpu import spaces_mode
+
+    if spaces_mode():
+        return explore_in_one_process(args)
+    args.host = args.host or "127.0.0.1"
+    args.port = args.port or DEFAULT_PORT
     return explore(args)
 
 
@@ -311,6 +324,45 @@ def explore(args: argparse.Namespace) -> int:
     finally:
         if supervisor is not None:
             supervisor.stop()
+    return 0
+
+
+def explore_in_one_process(args: argparse.Namespace) -> int:
+    """Spaces mode: the backend's API in this process behind the same client (ZeroGPU gives a GPU
+    only to the main process), the viewer on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (0.0.0.0:7860
+    where SPACE_ID is set, loopback otherwise), the demo world generated before the page is served."""
+    from backend.models.zerogpu import GpuPool, import_spaces
+
+    spaces = import_spaces()  # before anything touches CUDA (ZeroGPU patches torch on import)
+    import logging
+
+    from backend.service.app import create_app
+    from backend.service.client import BackendClient
+
+    logging.basicConfig(level=logging.WARNING, format="[backend] %(message)s")
+    logging.getLogger("cortextual").setLevel(logging.INFO)  # the backend's own news (demo world, jobs), not every request
+    started = time.perf_counter()
+    if args.backend_url:
+        raise SystemExit("error: --backend-url does not apply in Spaces mode (the backend runs in this process)")
+    # Every interface only on a real Space (its proxy must reach the app); `--spaces` elsewhere stays on loopback.
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    port = args.port or int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
+    dataset = dataset_argument(args.dataset)
+    client = BackendClient.in_process(create_app(prepare_demo=True, wrap_pool=GpuPool))
+    try:
+        wait_for_backend(client, need_demo=dataset.startswith("demo-"), echo=False)  # the backend logs its progress here
+        if spaces is None:
+            gpu = "no spaces package: GPU calls run directly"
+        else:
+            gpu = "GPU entry points wrapped with spaces.GPU" + ("" if os.environ.get("SPACES_ZERO_GPU") else " (not ZeroGPU here: a no-op)")
+        print(f"[launch] Spaces mode: backend in this process, {gpu} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+        from viewer.app import run_viewer
+
+        print(f"[launch] explorer at http://{host}:{port}", flush=True)
+        run_viewer(client, dataset_id=dataset, host=host, port=port)
+    finally:
+        client.close()
     return 0
 
 

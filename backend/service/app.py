@@ -26,10 +26,11 @@ from backend.service.state import Services
 log = logging.getLogger("cortextual.backend")
 
 
-def create_app(prepare_demo: bool = True, max_body: int = MAX_BODY_BYTES) -> FastAPI:
-    """The API; with ``prepare_demo`` the demo world starts generating at once if it is missing."""
+def create_app(prepare_demo: bool = True, max_body: int = MAX_BODY_BYTES, wrap_pool=None) -> FastAPI:
+    """The API; with ``prepare_demo`` the demo world starts generating at once if it is missing;
+    ``wrap_pool`` wraps the model pool (Spaces mode: GPU calls through ``spaces.GPU``)."""
     app = FastAPI(title="Cortextual backend", version=backend.__version__)
-    app.state.services = Services(prepare_demo=prepare_demo)
+    app.state.services = Services(prepare_demo=prepare_demo, wrap_pool=wrap_pool)
     routers = [datasets_api.router, models_api.router, stages_api.router, manifolds_api.router, brain_captions_api.router]
     for router in routers:
         app.include_router(router)

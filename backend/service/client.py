@@ -49,11 +49,16 @@ class BackendClient:
 
         http = TestClient(app, base_url="http://in-process", raise_server_exceptions=False)
         http.__enter__()
-        return cls("in-process://backend", http=http)
+        client = cls("in-process://backend", http=http)
+        client._entered = True
+        return client
+
+    _entered = False
 
     def close(self) -> None:
-        if hasattr(self._http, "__exit__") and type(self._http).__name__ == "TestClient":
+        if self._entered:  # leave the TestClient's event-loop thread
             self._http.__exit__(None, None, None)
+            self._entered = False
         else:
             self._http.close()
 

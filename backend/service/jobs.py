@@ -13,6 +13,7 @@ same job again continues from there). Job ids are random, never reused across re
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -55,6 +56,9 @@ class Job:
     finished: float | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _on_change: Callable[[Job, bool], None] | None = field(default=None, repr=False)
+    #: The submitting request's context variables, which the work runs in: on ZeroGPU a job's
+    #: ``spaces.GPU`` calls then see the Gradio request that started it (see backend.models.zerogpu).
+    _context: contextvars.Context = field(default_factory=contextvars.copy_context, repr=False)
 
     def report(self, done: int, total: int, message: str = "") -> None:
         self.done, self.total = int(done), int(total)
@@ -150,7 +154,7 @@ class JobQueue:
             job.state, job.started = "running", time.time()
             self._save(job, True)
             try:
-                job.result = job.work(job) or {}
+                job.result = job._context.run(job.work, job) or {}
                 job.state = "done"
             except JobCancelled:
                 job.state, job.message = "cancelled", f"cancelled after {job.done} of {job.total}"

@@ -63,13 +63,15 @@ class DemoPreparation:
 
 
 class Services:
-    """Shared by every request. The model pool is created on first use (it picks the device)."""
+    """Shared by every request. The model pool is created on first use (it picks the device);
+    ``wrap_pool`` (e.g. backend.models.zerogpu.GpuPool in Spaces mode) wraps it then."""
 
-    def __init__(self, prepare_demo: bool = True) -> None:
+    def __init__(self, prepare_demo: bool = True, wrap_pool=None) -> None:
         self.demo = DemoPreparation()
         self.store = Store()
         self.jobs = JobQueue(store=self.store)
         self._pool = None
+        self._wrap_pool = wrap_pool
         self._pool_lock = threading.Lock()
         if prepare_demo:
             self.demo.start()
@@ -81,6 +83,8 @@ class Services:
                 from backend.models.pool import ModelPool
 
                 self._pool = ModelPool()
+                if self._wrap_pool is not None:
+                    self._pool = self._wrap_pool(self._pool)
             return self._pool
 
     def dataset(self, dataset_id: str) -> Dataset:
