@@ -6,6 +6,7 @@
     python launch.py models list|pull ID|add|remove ID   # which weights are present; fetch them
     python launch.py import nsd|algonauts|allen|folder --root PATH [--id ID] [--FORMAT-OPTION VALUE ...]
     python launch.py analyze --dataset ID --captioner ID --embedder ID [--corpus FILE] --out report.json
+    python launch.py batch --dataset ID [ID ...] --captioner ID [ID ...] [--ray ADDRESS]   # dataset-wide work on Ray
     python launch.py --spaces                # one process, as on Hugging Face Spaces (automatic where SPACE_ID is set)
 """
 
@@ -75,6 +76,21 @@ def main(argv: list[str] | None = None) -> int:
                            help='frozen LM that generates captions from the brain (prefix decoder); "none" to skip')
     analyzing.add_argument("--brain-steps", type=int, default=120, help="training steps of the prefix decoder (default 120)")
     analyzing.add_argument("--out", required=True, help="where to write the JSON report")
+    batch = commands.add_parser(
+        "batch", help="caption, embed, reconstruct and fit whole datasets on a Ray cluster (optional extra .[ray])",
+        description="Results go to the same cache as the explorer's; an interrupted run resumes, a finished one computes nothing.",
+    )
+    batch.add_argument("--dataset", dest="batch_datasets", nargs="+", default=["demo-human"], help="dataset ids (default demo-human)")
+    batch.add_argument("--captioner", dest="captioners", nargs="*", default=[], help="captioner ids (each captions every stimulus)")
+    batch.add_argument("--embedder", dest="embedders", nargs="+", default=["sentence-transformers/all-MiniLM-L6-v2"], help="text embedder ids")
+    batch.add_argument("--text-to-image", help="model for reconstructions of the test stimuli (default: the scene renderer on the "
+                       "demo world, else SD-Turbo); 'none' to skip")
+    batch.add_argument("--ray", dest="address", help="Ray cluster address (e.g. auto, ray://head:10001); default: start a local one")
+    batch.add_argument("--workers", type=int, default=2, help="actors per model (default 2)")
+    batch.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default 1 where the cluster has GPUs)")
+    batch.add_argument("--batch-size", type=int, default=16, help="items per actor call (default 16)")
+    batch.add_argument("--shard-size", type=int, default=32, help="items per shard written to the cache (default 32)")
+    batch.add_argument("--steps", default="caption,embed,generate,encode", help="which steps, comma-separated (default all four)")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "import":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -89,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return import_command(args, extra)
     if args.command == "analyze":
         return analyze_command(args)
+    if args.command == "batch":
+        return batch_command(args)
     from backend.models.zerogpu import spaces_mode
 
     if spaces_mode():
@@ -195,6 +213,32 @@ def analyze_command(args: argparse.Namespace) -> int:
         return 1
     write_bytes_atomic(Path(args.out), json.dumps(report, indent=2).encode())
     print(f"[analyze] wrote {args.out} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    from backend.cache import Store
+    from backend.cluster.batch import BatchSettings, connect, default_text_to_image, run_batch
+    from backend.data.catalog import open_dataset
+    from backend.data.schema import DatasetError
+
+    try:
+        datasets = [open_dataset(dataset_argument(d)) for d in args.batch_datasets]
+        text_to_image = args.text_to_image or default_text_to_image(datasets[0])
+        settings = BatchSettings(
+            workers=args.workers, gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size, shard_size=args.shard_size
+        )
+        connect(args.address)
+        summary = run_batch(
+            datasets, args.captioners, args.embedders, None if text_to_image == "none" else text_to_image,
+            store=Store(), settings=settings, steps=tuple(s.strip() for s in args.steps.split(",") if s.strip()),
+            say=lambda line: print(line, flush=True),
+        )
+    except (KeyError, LookupError, ValueError, RuntimeError, DatasetError) as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 1
+    steps = ", ".join(f"{step}: {summary.computed[step]} computed, {summary.cached[step]} cached" for step in summary.computed)
+    print(f"[batch] done in {summary.seconds:.1f} s ({steps})")
     return 0
 
 
