@@ -213,3 +213,25 @@ def test_smollm2_prefix_training_steps_lower_the_loss_and_write_words(tmp_path, 
     out = generate_captions(lm, mapper, vectors[:4], max_new_tokens=12)
     words = " ".join(out).split()
     assert words and sum(w.strip(".,").isalpha() for w in words) >= 0.8 * len(words), out
+
+
+# --------------------------------------------------------------------- the LLM as text embedder
+
+
+def test_the_language_model_as_a_text_embedder(tiny_pool):
+    from backend.models.registry import add_user_model
+    from tests.models_tiny import tiny_folder
+
+    for layer in (0, 1):
+        add_user_model(architecture="causal-lm-mean", source=tiny_folder("llama"), id=f"tiny/llm-mean-{layer}",
+                       defaults={"layer": layer}, licence="test")
+    texts = ["a dog on the beach", "a red car", "the cat under the sky in a field"]
+    top = tiny_pool.get("tiny/llm-mean-1")
+    vectors = top.embed(texts, batch_size=3)
+    assert vectors.shape == (3, 32) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(vectors, top.embed(texts, batch_size=1), atol=1e-5)  # padding changes nothing
+    bottom = tiny_pool.get("tiny/llm-mean-0").embed(texts)
+    assert np.abs(bottom - vectors).max() > 0.1, "another layer gives other vectors"
+    spec = registry.get_model("HuggingFaceTB/SmolLM2-135M-Instruct:mean-layer-15")
+    assert spec.kind == "text_embedder" and spec.defaults == {"layer": 15} and weights.weights_present(spec)

