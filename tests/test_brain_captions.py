@@ -112,6 +112,10 @@ def test_job_progress_result_and_reads(client, backend_services, tiny_pool):
     assert len(rows) == 5 and all({"reference", "generated", "ceiling", "similarity"} <= set(r) for r in rows)
     one = client.brain_caption("demo-human", rows[0]["index"], language_model=LM, steps=2, max_new_tokens=4)
     assert one["generated"] == rows[0]["generated"]
+    brainhub = client.brain_captions_brainhub("demo-human", language_model=LM, steps=2, max_new_tokens=4)
+    test_rows = [int(i) for i in backend_services.dataset("demo-human").stimuli.indices("test")]
+    assert list(brainhub) == [str(k) for k in range(len(test_rows))]
+    assert brainhub[str(test_rows.index(rows[0]["index"]))] == rows[0]["generated"]
     train_row = int(backend_services.dataset("demo-human").stimuli.indices("train")[0])
     with pytest.raises(Exception, match="training stimulus"):
         client.brain_caption("demo-human", train_row, language_model=LM, steps=2, max_new_tokens=4)

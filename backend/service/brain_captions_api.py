@@ -19,7 +19,7 @@ from backend.service.errors import error_responses
 from backend.service.jobs import Job
 from backend.service.stages_api import cancel_flag, checked_model, complete_captions, run_cancellable
 from backend.service.state import DatasetField, DatasetId, Services, services, stimulus_row
-from backend.stages.brain_captions import DEFAULT_LM, brain_captions, cached_brain_captions, quick_config
+from backend.stages.brain_captions import DEFAULT_LM, brain_captions, brainhub_candidates, cached_brain_captions, quick_config
 from backend.stages.captions import REFERENCE
 from backend.stages.decoding import cached_decoding
 
@@ -130,3 +130,12 @@ def brain_caption(dataset_id: DatasetId, index: int, q: dict = Depends(_query), 
     if entry is None:
         raise HTTPException(404, f"stimulus {i} is a training stimulus; captions are generated for test stimuli only")
     return {"index": i, "language_model": result["language_model"], **entry}
+
+
+@router.get("/api/datasets/{dataset_id}/brain-captions/brainhub", summary="Generated captions in BrainHub's candidate JSON")
+def brain_captions_brainhub(dataset_id: DatasetId, q: dict = Depends(_query),
+                            which: Literal["generated", "ceiling"] = "generated", s: Services = Depends(services)) -> dict[str, str]:
+    """{"0": caption, "1": ...}: one caption per test stimulus, keyed by its position in the test
+    split, as BrainHub's eval_caption.py reads candidates (score NSD subject 1 against the leaderboard)."""
+    ds, result = _cached(s, dataset_id, q)
+    return brainhub_candidates(ds, result, which)

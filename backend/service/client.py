@@ -308,3 +308,7 @@ class BackendClient:
     def brain_caption(self, dataset_id: str, index: int, **params) -> dict:
         """{index, language_model, generated, ceiling, similarity, ceiling_similarity} for a test stimulus."""
         return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/brain-caption", **params)
+
+    def brain_captions_brainhub(self, dataset_id: str, which: str = "generated", **params) -> dict[str, str]:
+        """{"0": caption, ...} per test stimulus in BrainHub's candidate format (eval_caption.py)."""
+        return self._json(f"/api/datasets/{dataset_id}/brain-captions/brainhub", which=which, **params)

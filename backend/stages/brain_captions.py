@@ -219,6 +219,17 @@ def brain_captions(
     return result
 
 
+def brainhub_candidates(ds: Dataset, result: dict, which: str = "generated") -> dict[str, str]:
+    """The generated captions as BrainHub's ``eval_caption.py`` reads them: {"0": caption, ...},
+    keyed by the position of each test stimulus in the dataset's test split (for an NSD import,
+    the shared images in the order of their NSD ids, which is BrainHub's order for subject 1's
+    982 images: check the count before submitting). ``which``: "generated" or "ceiling"."""
+    if which not in ("generated", "ceiling"):
+        raise ValueError(f'which must be "generated" or "ceiling", got {which!r}')
+    rows = [int(i) for i in ds.stimuli.indices("test")]
+    return {str(k): result["stimuli"][str(row)][which] for k, row in enumerate(rows)}
+
+
 def caption_scores(candidates: list[str], references: list[list[str]]) -> dict[str, float]:
     """Corpus BLEU-1..4, METEOR (exact), ROUGE-L and CIDEr-D of candidates against references."""
     return {k: float(v) for k, v in caption_metrics(candidates, references)["corpus"].items()}
