@@ -5,9 +5,11 @@ Compared here:
   needs Java) -- identical on the realistic captions below;
 * BLEU-1..4, ROUGE-L, CIDEr-D: vs pycocoevalcap's Bleu, Rouge, Cider fed the *same* tokenised
   strings (to isolate the tokenizer) -- corpus and per-item, to 1e-9 (they agree to ~1e-15);
-* METEOR: vs the METEOR 1.5 jar shipped in pycocoevalcap run with ``-m exact`` (the only module
-  we implement) -- sufficient statistics identical, scores to 1e-9; and, informatively, vs
-  pycocoevalcap's full METEOR (stem + synonym + paraphrase), which we do not reproduce.
+* METEOR: vs the METEOR 1.5 jar shipped in pycocoevalcap run as pycocoevalcap runs it (``-l en
+  -norm``) plus ``-m exact`` (the only module we implement) -- the ``-norm`` normaliser token for
+  token, sufficient statistics identical, scores to 1e-9, also on raw hyphenated, punctuated and
+  upper-case captions through pycocoevalcap's tokenizer; and, informatively, vs pycocoevalcap's
+  full METEOR (stem + synonym + paraphrase), which we do not reproduce.
 
 Java 17 is required for the Java-based comparisons; where it or pycocoevalcap is missing these
 tests fail (not skip) so that a missing reference is noticed.
@@ -27,7 +29,9 @@ from backend.analysis.caption_metrics import (
     caption_metrics,
     cider,
     embedding_similarity,
+    METEOR_NAME,
     meteor,
+    meteor_normalize,
     meteor_stats,
     ptb_tokenize,
     rouge_l,
@@ -228,8 +232,7 @@ def test_meteor_exact_matches_meteor_jar(tokenized):
     # Extra pairs with many ambiguous repeats and an empty candidate.
     cands = cands + ["a man and a dog and a man", "", "the the the"]
     refs = refs + [["a dog and a man and a dog", "a man"], ["a cat"], ["the cat the dog the"]]
-    # -lower (not -norm): the jar then sees exactly our tokens.
-    ref_score, ref_items, ref_stats = _java_meteor(cands, refs, ["-lower", "-m", "exact"])
+    ref_score, ref_items, ref_stats = _java_meteor(cands, refs, ["-norm", "-m", "exact"])
     ours, items = meteor(cands, refs, tokenize=False, per_item=True)
     for c, rs, java in zip(cands, refs, ref_stats):
         # Java's line: lengths, function words, 4 modules x (test/ref content, test/ref function)
@@ -249,12 +252,66 @@ def test_meteor_aligner_matches_meteor_jar_on_ambiguous_sentences():
     cands = [" ".join(rng.choice(vocab, rng.integers(0, 20))) for _ in range(250)]
     refs = [[" ".join(rng.choice(vocab, rng.integers(1, 20))) for _ in range(rng.integers(1, 4))]
             for _ in range(250)]
-    ref_score, ref_items, ref_stats = _java_meteor(cands, refs, ["-lower", "-m", "exact"])
+    ref_score, ref_items, ref_stats = _java_meteor(cands, refs, ["-norm", "-m", "exact"])
     ours, items = meteor(cands, refs, tokenize=False, per_item=True)
     ours_stats = np.array([meteor_stats(c, rs, tokenize=False) for c, rs in zip(cands, refs)])
     np.testing.assert_array_equal(ours_stats, np.array(ref_stats)[:, [0, 1, 2, 3, 4, 5, 6, 7, 20, 21, 22]])
     assert abs(ours - ref_score) < 1e-9
     np.testing.assert_allclose(items, ref_items, rtol=0, atol=1e-9)
+
+
+# Strings for METEOR's -norm: hyphens, dots, commas, quotes, contractions, case, symbols.
+NORMALIZER_CASES = [
+    "A Black-And-White Dog, sitting.", "a black-and-white double-decker bus", "U.S.-based co-worker",
+    "Mr. Smith met Dr. Who. St. Louis. No. 5 and No. more", "End with Mr.", "end with mr.",
+    "a.m. p.m. i.e. e.g. etc. vs. v. inc. Inc. Ph.D.", "well... ok -- yes --- no .... end..",
+    "'quoted' ``double'' a ' b 'tis rock'n'roll o'neill 1990's '90s", "the dog's toy isn't here",
+    "x, y ,z 1,000 a,1 1,a 3.5.2", "100% a/b c&d x+y #1 @home <tag> [br] {c} ~z ^ * = | end",
+    "\u201csmart\u201d \u2018quotes\u2019 \u2013 dash \u2014 emdash", "caf\u00e9-bar na\u00efve's Z\u00fcrich",
+    "a-b-c x--y-z a.-b", "A. Lincoln ABC. Def. ghi.", "tab\tsep  multi   space", "", "-", ".",
+]
+
+
+def test_meteor_normalize_matches_meteor_jar_normalizer():
+    """Token for token the jar's own Normalizer (English, punctuation kept) + lower-casing, on raw
+    strings and on the PTB-tokenised strings COCO evaluation actually sends it."""
+    jar = _pycoco() / "meteor" / "meteor-1.5.jar"
+    lines = NORMALIZER_CASES + TOKENIZER_EXTRA + [" ".join(ptb_tokenize(t)) for t in NORMALIZER_CASES + TOKENIZER_EXTRA]
+    out = subprocess.run(["java", "-cp", str(jar), "edu.cmu.meteor.util.Normalizer", "en", "true"],
+                         input="\n".join(lines) + "\n", capture_output=True, text=True, check=True,
+                         timeout=120).stdout.split("\n")
+    mismatches = {t: (meteor_normalize(t), j.lower().split()) for t, j in zip(lines, out)
+                  if meteor_normalize(t) != j.lower().split()}
+    assert not mismatches, mismatches
+    assert meteor_normalize("A black-and-white U.S. flag.") == ["a", "black", "and", "white", "us", "flag", "."]
+
+
+def test_meteor_matches_pycocoevalcap_on_hyphens_punctuation_and_case():
+    """Raw captions as pycocoevalcap scores them: its PTBTokenizer, then the jar with its ``-norm``
+    (plus ``-m exact``). Before ``meteor`` normalised, the hyphenated caption scored 0.197
+    instead of 1.0 and "close-up ... hot-dog" 0.151 instead of 0.494 (corpus 0.291 vs 0.499)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    cands = ["A black-and-white photo of a double-decker bus.", "Two men playing frisbee in a sun-lit park.",
+             "A close-up of a hot-dog with ketchup.", "THE DOG'S BALL IS RED!", "A U.S. flag on a pole, waving.",
+             "An X-ray of a hand; it's broken...", "A man (in a red T-shirt) rides a bike."]
+    refs = [["A black and white photo of a double decker bus.", "An old bus."],
+            ["Two men play frisbee in a sunlit park."], ["Close up of a hot dog with ketchup and mustard."],
+            ["The dog's ball is red."], ["The US flag waving on a pole."], ["An x ray of a broken hand"],
+            ["A man in a red t shirt riding a bicycle.", "Someone rides a bike"]]
+    texts = cands + [r for rs in refs for r in rs]
+    out = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
+    java_tok = {t: out[i][0] for i, t in enumerate(texts)}
+    ref_score, ref_items, ref_stats = _java_meteor([java_tok[c] for c in cands],
+                                                   [[java_tok[r] for r in rs] for rs in refs], ["-norm", "-m", "exact"])
+    ours, items = meteor(cands, refs, per_item=True)  # raw text: our PTB tokeniser, then -norm
+    assert abs(ours - ref_score) < 1e-9
+    np.testing.assert_allclose(items, ref_items, rtol=0, atol=1e-9)
+    for c, rs, java in zip(cands, refs, ref_stats):
+        np.testing.assert_array_equal(meteor_stats(c, rs), java[[0, 1, 2, 3, 4, 5, 6, 7, 20, 21, 22]], err_msg=c)
+    assert items[0] == pytest.approx(1.0)  # hyphens removed on both sides: an exact copy
+    for i, c in enumerate(cands):
+        assert sentence_scores(c, refs[i])["meteor"] == pytest.approx(items[i], abs=1e-12)
 
 
 @pytest.mark.slow
@@ -308,6 +365,8 @@ def test_unrelated_captions_score_low():
 def test_caption_metrics_and_sentence_scores_are_consistent():
     res = caption_metrics(CANDIDATES, REFERENCES)
     assert set(res["corpus"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
+    assert set(res["names"]) == set(res["corpus"])
+    assert res["names"]["meteor"] == METEOR_NAME == "METEOR 1.5, exact matching only, -norm"
     for v in res["per_item"].values():
         assert v.shape == (len(CANDIDATES),) and np.all(np.isfinite(v))
     for i in (0, 5, 11):

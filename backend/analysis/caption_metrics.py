@@ -12,11 +12,14 @@ runtime dependency on it (it needs Java and ships 100 MB of jars):
 * ``cider``    -- pycocoevalcap ``Cider`` (which is CIDEr-D): tf-idf n-gram vectors (n=1..4) with
                   document frequencies from the references of the evaluated set, clipping, a
                   Gaussian length penalty (sigma=6) and a factor 10.
-* ``meteor``   -- METEOR 1.5 (the jar pycocoevalcap runs) restricted to its *exact* matching
-                  module: same English parameters, function-word list, beam-search aligner,
-                  best-reference choice and corpus aggregation of sufficient statistics. The stem,
-                  WordNet-synonym and paraphrase modules are NOT implemented, so scores are lower
-                  than the METEOR that papers report (see ``meteor``'s docstring).
+* ``meteor``   -- METEOR 1.5 (the jar pycocoevalcap runs, with pycocoevalcap's ``-l en -norm``)
+                  restricted to its *exact* matching module: the jar's ``-norm`` text
+                  normalisation (``meteor_normalize``: punctuation split off, hyphens between
+                  words removed, "U.S." -> "us", lower-casing), same English parameters,
+                  function-word list, beam-search aligner, best-reference choice and corpus
+                  aggregation of sufficient statistics. The stem, WordNet-synonym and paraphrase
+                  modules are NOT implemented, so scores are lower than the METEOR that papers
+                  report (see ``meteor``'s docstring). Reported as ``METEOR_NAME``.
 
 Text goes through ``ptb_tokenize`` first (unless ``tokenize=False``): an approximation in pure
 Python of the Stanford PTBTokenizer + punctuation removal that pycocoevalcap applies before every
@@ -33,7 +36,10 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "METEOR_NAME",
+    "METRIC_NAMES",
     "ptb_tokenize",
+    "meteor_normalize",
     "bleu",
     "rouge_l",
     "cider",
@@ -358,6 +364,106 @@ METEOR_FUNCTION_WORDS = frozenset([
     "'t", "\u2014", "'",
 ])
 
+# What ``meteor`` reports, exactly: the variant of METEOR and its preprocessing.
+METEOR_NAME = "METEOR 1.5, exact matching only, -norm"
+METRIC_NAMES = {
+    **{f"bleu{k}": f"BLEU-{k} (pycocoevalcap)" for k in range(1, 5)},
+    "meteor": METEOR_NAME,
+    "rouge_l": "ROUGE-L (pycocoevalcap, beta 1.2)",
+    "cider": "CIDEr-D (pycocoevalcap)",
+}
+
+# METEOR 1.5's Normalizer (edu.cmu.meteor.util.Normalizer, English, punctuation kept), which the
+# jar applies to every segment under ``-norm`` before lower-casing. Character classes as in the
+# jar: its letters are Latin-1, Latin Extended-A and Cyrillic; Java's \s and \p{Digit} are ASCII.
+_NORM_ALPHA = ("A-Za-z\u0160\u017d\u0161\u017e\u0178\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017e"
+               "\u0400-\u04ff\u0500-\u0527\ua640-\ua66e\ua67e-\ua697\u1d00-\u1d7f")
+_NORM_ALNUM = "0-9" + _NORM_ALPHA
+_NORM_SYMBOL = re.compile(f"([^{_NORM_ALNUM} \t\n\x0b\f\r.'`,\\-\u2018\u2019])")  # split off other symbols
+_NORM_RULES = [  # (pattern, replacement), applied in this order after the dots are protected
+    (re.compile(r"([^0-9]),([^0-9])"), r"\1 , \2"),  # commas, except inside numbers
+    (re.compile(r"([0-9]),([^0-9])"), r"\1 , \2"),
+    (re.compile(r"([^0-9]),([0-9])"), r"\1 , \2"),
+    (re.compile("[`\u2018\u2019]"), "'"),  # quotes
+    (re.compile("[\u201c\u201d]|''"), ' " '),
+]
+_NORM_RM_DASH = re.compile(f"([{_NORM_ALNUM}.])-([{_NORM_ALNUM}])")  # "black-and-white" -> "black and white"
+_NORM_APOSTROPHES = [  # English: contractions split to the right ("dog's" -> "dog 's")
+    (re.compile(f"([^{_NORM_ALPHA}])'([^{_NORM_ALPHA}])"), r"\1 ' \2"),
+    (re.compile(f"([^{_NORM_ALPHA}0-9])'([{_NORM_ALPHA}])"), r"\1 ' \2"),
+    (re.compile(f"([{_NORM_ALPHA}])'([^{_NORM_ALPHA}])"), r"\1 ' \2"),
+    (re.compile(f"([{_NORM_ALPHA}])'([{_NORM_ALPHA}])"), r"\1 '\2"),
+    (re.compile(r"([0-9])'(s)"), r"\1 '\2"),
+]
+_NORM_LETTER = re.compile(f"[{_NORM_ALPHA}]")
+_NORM_SPACES = re.compile("[ \u2000-\u200a\u202f\u205f\u3000\u00a0]+")
+# nonbreaking/english.prefixes in meteor-1.5.jar (from Moses): a final "." after these stays on
+# the word; "numeric" ones only before a number.
+_NBP_ANY = frozenset(
+    [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    + "Adj Adm Adv Asst Bart Bldg Brig Bros Capt Cmdr Col Comdr Con Corp Cpl DR Dr Drs Ens Gen Gov "
+      "Hon Hr Hosp Insp Lt MM MR MRS MS Maj Messrs Mlle Mme Mr Mrs Ms Msgr Op Ord Pfc Ph Prof Pvt Rep "
+      "Reps Res Rev Rt Sen Sens Sfc Sgt Sr St Supt Surg v vs i.e rev e.g Nos Nr".split()
+)
+_NBP_NUMERIC = frozenset(["No", "Art", "pp"])
+
+
+def meteor_normalize(text: str) -> list[str]:
+    """Tokens of ``text`` as METEOR 1.5 scores them with ``-norm`` (what pycocoevalcap runs).
+
+    A port of the jar's Normalizer for English with punctuation kept, then lower-casing (in that
+    order: "Mr." before a capital stays one token, "mr." before a capital is split): symbols other
+    than . ' ` , - are split off; runs of dots kept together; commas split except inside numbers;
+    typographic quotes and `` '' made ASCII; en dashes and "--" become "-"; a hyphen between two
+    letters/digits (or after a dot) is removed ("black-and-white" -> "black and white", except that
+    overlapping matches are skipped as the jar's regex does: "a-b-c" -> "a b-c"); contractions
+    split to the right ("dog's" -> "dog 's", "n't" -> "n 't"); a final "." is split off a word
+    unless the word is dotted ("u.s." -> "us"), a nonbreaking prefix (Mr., St., ...) or followed
+    by a lower-case word. The test suite checks agreement with the jar's Normalizer.
+    """
+    line = f" {text} "
+    line = _NORM_SYMBOL.sub(r" \1 ", line)
+    line = re.sub(r"\.([.]+)", r" DOTMULTI\1", line)  # protect "..." while single dots are handled
+    while "DOTMULTI." in line:
+        line = re.sub(r"DOTMULTI\.([^.])", r"DOTDOTMULTI \1", line)
+        line = line.replace("DOTMULTI.", "DOTDOTMULTI")
+    for pattern, repl in _NORM_RULES:
+        line = pattern.sub(repl, line)
+    line = line.replace("\u2013", "-").replace("--", "-")
+    line = _NORM_RM_DASH.sub(r"\1 \2", line)
+    for pattern, repl in _NORM_APOSTROPHES:
+        line = pattern.sub(repl, line)
+    words = [w for w in re.split(r"[ \t\n\r\f]+", line) if w]  # Java's StringTokenizer
+    out = []
+    for i, word in enumerate(words):
+        following = words[i + 1] if i + 1 < len(words) else ""
+        if len(word) > 1 and word.endswith("."):
+            pre = word[:-1]
+            if "." in pre and _NORM_LETTER.search(pre):
+                word = word.replace(".", "")  # U.S. -> US
+            elif pre in _NBP_ANY or re.match("[a-z]", following):
+                pass
+            elif pre in _NBP_NUMERIC and re.match("[0-9]", following):
+                pass
+            else:
+                word = pre + " ."
+        out.append(word)
+    line = " ".join(out)
+    while "DOTDOTMULTI" in line:
+        line = line.replace("DOTDOTMULTI", "DOTMULTI.")
+    line = line.replace("DOTMULTI", ".")
+    return _NORM_SPACES.sub(" ", line).lower().split()
+
+
+def _meteor_prepare(candidates: Sequence[str], references: Sequence[Sequence[str] | str],
+                    tokenize: bool) -> tuple[list[list[str]], list[list[list[str]]]]:
+    """``_prepare``'s tokens, re-joined and passed through ``meteor_normalize`` as the jar's
+    ``-norm`` does to the strings pycocoevalcap sends it."""
+    cands, refs = _prepare(candidates, references, tokenize)
+    return ([meteor_normalize(" ".join(c)) for c in cands],
+            [[meteor_normalize(" ".join(r)) for r in rs] for rs in refs])
+
+
 def _meteor_align(test: list[str], ref: list[str]) -> list[int | None]:
     """METEOR 1.5's aligner with only exact matches: for each reference position, the matched
     test position or None.
@@ -471,13 +577,14 @@ def _meteor_score(s: np.ndarray, alpha: float = METEOR_ALPHA, beta: float = METE
 
 
 def meteor_stats(candidate: str, refs: Sequence[str], *, tokenize: bool = True) -> np.ndarray:
-    """METEOR sufficient statistics of one candidate against its best reference (exact module).
+    """METEOR sufficient statistics of one candidate against its best reference (exact module,
+    after ``meteor_normalize``).
 
     Returns an array of 11 counts: test length, reference length, test/reference function words,
     test/reference content-word matches, test/reference function-word matches, chunks, test/
     reference matched words. The best reference is the first one with the highest METEOR score.
     """
-    (cand,), (rs,) = _prepare([candidate], [refs], tokenize)
+    (cand,), (rs,) = _meteor_prepare([candidate], [refs], tokenize)
     return _best_meteor_stats(cand, rs)
 
 
@@ -501,10 +608,13 @@ def _aggregate_meteor_stats(stats: Sequence[np.ndarray]) -> np.ndarray:
 
 def meteor(candidates: Sequence[str], references: Sequence[Sequence[str]], *,
            tokenize: bool = True, per_item: bool = False):
-    """METEOR 1.5 with the exact-match module only (no stemming, synonyms or paraphrases).
+    """METEOR 1.5 with the exact-match module only (no stemming, synonyms or paraphrases):
+    ``METEOR_NAME`` = "METEOR 1.5, exact matching only, -norm".
 
-    Follows the METEOR 1.5 jar that pycocoevalcap runs (``-l en``, default "rank" task):
-    parameters alpha=0.85, beta=0.20, gamma=0.60, delta=0.75; precision and recall weight
+    Follows the METEOR 1.5 jar as pycocoevalcap runs it (``-l en -norm``, default "rank" task):
+    each segment is normalised as by the jar's ``-norm`` (``meteor_normalize``; with
+    ``tokenize=True`` after pycocoevalcap's PTB tokenisation, as COCO evaluation feeds it), then
+    scored with parameters alpha=0.85, beta=0.20, gamma=0.60, delta=0.75; precision and recall weight
     function words (METEOR's English list) by 1-delta and other words by delta;
     Fmean = P R / (alpha P + (1 - alpha) R); fragmentation penalty gamma * (chunks / mean matched
     words)^beta (zero for an exact copy); per item the best-scoring reference is kept; the corpus
@@ -515,13 +625,13 @@ def meteor(candidates: Sequence[str], references: Sequence[Sequence[str]], *,
     Not the number papers report: pycocoevalcap's METEOR additionally matches Snowball stems
     (weight 0.6), WordNet synonyms (0.8) and paraphrases (0.6), which need WordNet and the 60 MB
     paraphrase table. Exact-only scores are therefore usually lower (on the test suite's COCO-style
-    captions: corpus 0.357 vs 0.360, items within 0.044, correlation 0.996); compare them only with
-    scores from this same function, and label them "METEOR (exact)". Agreement with the METEOR 1.5
-    jar run with ``-m exact`` is tested.
+    captions: corpus 0.353 vs 0.360, items within 0.044, correlation 0.998); compare them only with
+    scores from this same function, and label them with ``METEOR_NAME``. Agreement with the
+    METEOR 1.5 jar run as pycocoevalcap runs it plus ``-m exact`` is tested.
 
     Returns the corpus score in [0, 1]; ``per_item=True`` returns ``(score, array [n_items])``.
     """
-    cands, refs = _prepare(candidates, references, tokenize)
+    cands, refs = _meteor_prepare(candidates, references, tokenize)
     stats = [_best_meteor_stats(c, r) for c, r in zip(cands, refs)]
     score = _meteor_score(_aggregate_meteor_stats(stats))
     if not per_item:
@@ -565,7 +675,8 @@ def caption_metrics(candidates: Sequence[str], references: Sequence[Sequence[str
     Keys: bleu1..bleu4, meteor (exact-only, see ``meteor``), rouge_l, cider (CIDEr-D).
     ``corpus`` holds floats as pycocoevalcap reports them; ``per_item`` holds float64 arrays [n]
     (sentence-level BLEU, METEOR per segment, ROUGE-L and CIDEr-D per item; CIDEr's idf comes
-    from the whole set).
+    from the whole set); ``names`` says what each key is (``METRIC_NAMES``: the meteor key is
+    "METEOR 1.5, exact matching only, -norm"), for labelling reports.
     """
     cands, refs = _prepare(candidates, references, tokenize)
     # Already tokenised: re-join so the metric functions see exactly these tokens.
@@ -579,19 +690,20 @@ def caption_metrics(candidates: Sequence[str], references: Sequence[Sequence[str
     corpus.update(meteor=m, rouge_l=rl, cider=cd)
     items = {f"bleu{k + 1}": b_items[:, k] for k in range(4)}
     items.update(meteor=m_items, rouge_l=rl_items, cider=cd_items)
-    return {"corpus": corpus, "per_item": items}
+    return {"corpus": corpus, "per_item": items, "names": dict(METRIC_NAMES)}
 
 
 def sentence_scores(candidate: str, refs: Sequence[str], *, tokenize: bool = True) -> dict:
     """Scores of one caption against its references, for showing next to it in the viewer.
 
     Returns {"bleu1".."bleu4", "meteor", "rouge_l"} (floats in [0, 1]): pycocoevalcap's
-    sentence-level BLEU, METEOR (exact-only) of the segment, ROUGE-L. CIDEr is left out: its
+    sentence-level BLEU, METEOR of the segment (``METEOR_NAME``), ROUGE-L. CIDEr is left out: its
     idf needs the whole evaluated set (use ``caption_metrics(...)["per_item"]["cider"]``).
     """
     (cand,), (rs,) = _prepare([candidate], [refs], tokenize)
     b = _bleu_from_stats(*_bleu_item_stats(cand, rs, 4))
     out = {f"bleu{k + 1}": b[k] for k in range(4)}
-    out["meteor"] = _meteor_score(_best_meteor_stats(cand, rs))
+    (m_cand,), (m_refs,) = _meteor_prepare([" ".join(cand)], [[" ".join(r) for r in rs]], False)
+    out["meteor"] = _meteor_score(_best_meteor_stats(m_cand, m_refs))
     out["rouge_l"] = _rouge_l_item(cand, rs, 1.2)
     return out

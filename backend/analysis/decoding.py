@@ -19,8 +19,25 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float64 [m, k]: cosine similarity between rows of ``a`` [m, d] and ``b`` [k, d]."""
+    """float64 [m, k]: cosine similarity between rows of ``a`` [m, d] and ``b`` [k, d]; 0 where
+    either row is all zeros (a zero vector points nowhere: it matches nothing, and no NaN)."""
     return _unit_rows(a) @ _unit_rows(b).T
+
+
+def _zero_safe_pair(predicted: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of unit length whose cosines are :func:`cosine_similarity`'s, zero rows included.
+
+    The identification scores of :mod:`backend.analysis.image_metrics` divide by the norms, so a
+    zero row there makes a NaN row or column, and a NaN column makes every top-1 comparison false
+    (one zero target among 50 took top-1 from 0.50 to 0.0). Here a zero prediction gets its own
+    extra axis and a zero target another, so each has length 1 and cosine 0 with every other row.
+    """
+    p, t = _unit_rows(predicted), _unit_rows(true)
+    p_zero = ~p.any(axis=1)
+    t_zero = ~t.any(axis=1)
+    p = np.hstack([p, np.zeros((len(p), 1)), p_zero[:, None].astype(np.float64)])
+    t = np.hstack([t, t_zero[:, None].astype(np.float64), np.zeros((len(t), 1))])
+    return p, t
 
 
 def retrieve(
@@ -50,16 +67,19 @@ def retrieve(
 def identification(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """How well predictions single out their own stimulus among all m candidates.
 
-    predicted, true: [m, d], row i of each belongs to stimulus i. Similarity is cosine.
+    predicted, true: [m, d], row i of each belongs to stimulus i. Similarity is cosine
+    (:func:`cosine_similarity`: 0 with an all-zero row, so a zero prediction identifies nothing
+    and a zero target is beaten by every prediction with positive similarity to its own).
     top1:    fraction of predictions most similar to their own target (chance 1/m)
     two_way: fraction of (i, j != i) pairs where prediction i is more similar to target i than to
-             target j (chance 0.5)
+             target j (chance 0.5); ties fail
     rank:    mean rank of the own target, 1 = best (chance (m + 1) / 2)
     """
     sims = cosine_similarity(predicted, true)
     beats = (np.diag(sims)[:, None] > sims).sum(axis=1)  # other targets the own target beats
+    p, t = _zero_safe_pair(predicted, true)
     return {
-        "top1": top1_identification(predicted, true, metric="cosine"),
-        "two_way": two_way_identification(predicted, true, metric="cosine"),
+        "top1": top1_identification(p, t, metric="cosine"),
+        "two_way": two_way_identification(p, t, metric="cosine"),
         "rank": float(np.mean(len(sims) - beats)),
     }
