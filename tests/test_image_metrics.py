@@ -277,3 +277,22 @@ def test_paired_similarity_is_the_diagonal_of_the_identification_similarities():
         paired_similarity(pred[:3], true)
     with pytest.raises(ValueError):
         paired_similarity(pred, true, "euclid")
+
+
+def test_identification_with_a_constant_item_loses_only_that_item():
+    """A constant image under pearson (or a zero vector under cosine) has no direction: it is
+    similar to nothing, and the other items' comparisons are unaffected (no NaN column)."""
+    from backend.analysis.image_metrics import top1_identification, two_way_identification
+
+    rng = np.random.default_rng(3)
+    true = rng.normal(size=(30, 64))
+    pred = true + rng.normal(scale=0.5, size=true.shape)
+    clean_top1 = top1_identification(pred, true, metric="pearson")
+    broken = true.copy()
+    broken[7] = 5.0  # constant: zero after centring
+    top1 = top1_identification(pred, broken, metric="pearson")
+    two_way = two_way_identification(pred, broken, metric="pearson")
+    assert np.isfinite(two_way) and clean_top1 - 1 / 30 - 1e-12 <= top1 <= clean_top1
+    zero = true.copy()
+    zero[3] = 0.0
+    assert top1_identification(pred, zero, metric="cosine") >= top1_identification(pred, true, metric="cosine") - 1 / 30 - 1e-12

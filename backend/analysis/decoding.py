@@ -9,35 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.analysis.image_metrics import top1_identification, two_way_identification
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+from backend.analysis.image_metrics import unit_rows, top1_identification, two_way_identification
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """float64 [m, k]: cosine similarity between rows of ``a`` [m, d] and ``b`` [k, d]; 0 where
     either row is all zeros (a zero vector points nowhere: it matches nothing, and no NaN)."""
-    return _unit_rows(a) @ _unit_rows(b).T
-
-
-def _zero_safe_pair(predicted: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of unit length whose cosines are :func:`cosine_similarity`'s, zero rows included.
-
-    The identification scores of :mod:`backend.analysis.image_metrics` divide by the norms, so a
-    zero row there makes a NaN row or column, and a NaN column makes every top-1 comparison false
-    (one zero target among 50 took top-1 from 0.50 to 0.0). Here a zero prediction gets its own
-    extra axis and a zero target another, so each has length 1 and cosine 0 with every other row.
-    """
-    p, t = _unit_rows(predicted), _unit_rows(true)
-    p_zero = ~p.any(axis=1)
-    t_zero = ~t.any(axis=1)
-    p = np.hstack([p, np.zeros((len(p), 1)), p_zero[:, None].astype(np.float64)])
-    t = np.hstack([t, t_zero[:, None].astype(np.float64), np.zeros((len(t), 1))])
-    return p, t
+    return unit_rows(np.asarray(a, np.float64)) @ unit_rows(np.asarray(b, np.float64)).T
 
 
 def retrieve(
@@ -77,9 +55,8 @@ def identification(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """
     sims = cosine_similarity(predicted, true)
     beats = (np.diag(sims)[:, None] > sims).sum(axis=1)  # other targets the own target beats
-    p, t = _zero_safe_pair(predicted, true)
     return {
-        "top1": top1_identification(p, t, metric="cosine"),
-        "two_way": two_way_identification(p, t, metric="cosine"),
+        "top1": top1_identification(predicted, true, metric="cosine"),
+        "two_way": two_way_identification(predicted, true, metric="cosine"),
         "rank": float(np.mean(len(sims) - beats)),
     }

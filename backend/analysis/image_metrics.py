@@ -200,10 +200,17 @@ def _similarity(pred, true, metric: str) -> np.ndarray:
         t = t - t.mean(axis=1, keepdims=True)
     elif metric != "cosine":
         raise ValueError(f"metric must be 'pearson' or 'cosine', not {metric!r}")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = p / np.linalg.norm(p, axis=1, keepdims=True)
-        t = t / np.linalg.norm(t, axis=1, keepdims=True)
+    # A zero row (a zero vector, or a constant one under pearson) points nowhere: similarity 0
+    # with everything, never NaN (one NaN column made every top-1 comparison false).
+    p = unit_rows(p)
+    t = unit_rows(t)
     return p @ t.T
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """float [n, d]: each row of ``x`` [n, d] scaled to length 1; all-zero rows stay zero."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
 def two_way_identification(pred_feats, true_feats, metric: str = "pearson",
