@@ -24,6 +24,9 @@ from backend.stages.embeddings import embed_texts_cached
 
 STAGE = "encoding"
 PARTS = ("r", "fraction_of_ceiling", "alpha", "cv_score", "coef", "intercept")
+#: Bumped when the ridge solver's results change, so fits cached by an older one are not reused
+#: (2: stable residuals and centring in the input precision).
+SOLVER_VERSION = 2
 MAPS = PARTS[:4]
 
 Report = Callable[[int, int, str], None]
@@ -37,7 +40,8 @@ class EncodingResult:
     fraction_of_ceiling: r^2 / (noise ceiling / 100); NaN where the dataset has no ceiling or it is 0
     alpha:               the regularisation chosen for the unit
     cv_score:            cross-validated R^2 on the training stimuli
-    coef, intercept:     the fitted model, float32 [d, n_units] and [n_units], for predictions
+    coef, intercept:     the fitted model, float32 [d, n_units] and float64 [n_units] (responses with
+                         a large offset keep their precision), for predictions
     """
 
     r: np.ndarray
@@ -49,7 +53,7 @@ class EncodingResult:
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         """float32 [n, n_units]: predicted responses for text embeddings [n, d]."""
-        return (np.asarray(embeddings, np.float32) @ self.coef + self.intercept).astype(np.float32)
+        return (np.asarray(embeddings, np.float64) @ self.coef.astype(np.float64) + self.intercept).astype(np.float32)
 
 
 def dataset_fingerprint(ds: Dataset) -> str:
@@ -66,6 +70,7 @@ def dataset_fingerprint(ds: Dataset) -> str:
 def encoding_keys(ds: Dataset, captions: list[str], embedder: str, method: str, alphas) -> dict[str, str]:
     base = dict(
         stage=STAGE,
+        version=SOLVER_VERSION,
         dataset=dataset_fingerprint(ds),
         captions=hashlib.sha256(json.dumps(captions).encode()).hexdigest(),
         embedder=embedder,
@@ -133,7 +138,7 @@ def encode_features(
         alpha=fit.alpha.astype(np.float32),
         cv_score=fit.cv_score.astype(np.float32),
         coef=fit.coef.astype(np.float32),
-        intercept=fit.intercept.astype(np.float32),
+        intercept=np.asarray(fit.intercept, np.float64),
     )
 
 

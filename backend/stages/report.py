@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backend.analysis.caption_metrics import bleu, cider, meteor, rouge_l
+from backend.analysis.caption_metrics import METEOR_NAME, bleu, cider, meteor, rouge_l
 from backend.cache import Store
 from backend.data.schema import Dataset
 from backend.models.prefix_decoder import PrefixConfig
@@ -78,6 +78,7 @@ def analyze(
     report["decoded_captions"] = {
         **{f"bleu{n + 1}": float(b) for n, b in enumerate(bleu_scores)},
         "meteor_exact": float(meteor(decoded_captions, refs)),
+        "meteor_variant": METEOR_NAME,
         "rouge_l": float(rouge_l(decoded_captions, refs)),
         "cider": float(cider(decoded_captions, refs)),
         # cosine between the decoded and the reference caption in the embedder's own space
