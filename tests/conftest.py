@@ -90,6 +90,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_and_wait(args: list[str], log: Path, *, env: dict | None = None, timeout: float = 300):
+    """Start ``python launch.py ARGS`` in its own process group (output to ``log``) and wait until
+    its page answers on the ``--port`` it was given (or $GRADIO_SERVER_PORT); returns (process, url).
+    Stop it with ``os.killpg(process.pid, signal.SIGTERM)``."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    env = dict(os.environ if env is None else env)
+    port = args[args.index("--port") + 1] if "--port" in args else env["GRADIO_SERVER_PORT"]
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "launch.py", *args], cwd=Path(__file__).resolve().parents[1], env=env,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"launch.py exited: {log.read_text()[-2000:]}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"the page did not answer: {log.read_text()[-2000:]}"
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def numba_cache_dir(pytestconfig, tmp_path_factory) -> Path:
     """Where UMAP's compiled kernels are cached: pytest's cache folder, kept across sessions so a

@@ -6,14 +6,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, launch_and_wait
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = [
@@ -37,25 +34,10 @@ def chromium_path() -> str:
 @pytest.fixture(scope="module")
 def explorer_url(tmp_path_factory):
     """launch.py with the full default demo world, in a process group we can stop."""
-    port = free_port()
     env = dict(os.environ)
     env.pop("CORTEXTUAL_DEMO_SIZE", None)  # the real default world, as a user gets it
     log = tmp_path_factory.mktemp("launch") / "launch.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "launch.py", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        assert process.poll() is None, f"launch.py exited: {log.read_text()[-2000:]}"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"explorer did not answer: {log.read_text()[-2000:]}"
-        time.sleep(0.5)
+    process, url = launch_and_wait(["--port", str(free_port())], log, env=env)
     yield url
     os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -310,25 +292,9 @@ def test_a_dataset_folder_given_to_the_launcher_opens_in_the_page(tmp_path):
     from tests.test_folder import make_folder
 
     folder = make_folder(tmp_path / "my lab's data")
-    port = free_port()
     log = tmp_path / "launch.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "launch.py", "--dataset", str(folder), "--port", str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    process, url = launch_and_wait(["--dataset", str(folder), "--port", str(free_port())], log, timeout=180)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1300})

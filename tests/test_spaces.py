@@ -20,12 +20,11 @@ import tomllib
 import types
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from backend.models import zerogpu
-from tests.conftest import free_port
+from tests.conftest import free_port, launch_and_wait
 from tests.models_tiny import register_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,19 +181,8 @@ def space(tmp_path_factory):
     env = {**os.environ, "SPACE_ID": "test/cortextual", "GRADIO_SERVER_PORT": str(port), "CORTEXTUAL_CACHE": str(cache)}
     log = cache / "launch.log"
     started = time.monotonic()
-    with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "launch.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"  # Spaces mode binds 0.0.0.0; the test connects over loopback
-    deadline = time.monotonic() + 300
-    while True:
-        assert process.poll() is None, f"launch.py exited: {log.read_text()[-2000:]}"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"the Space did not answer: {log.read_text()[-2000:]}"
-        time.sleep(0.5)
+    # Spaces mode binds 0.0.0.0; the test connects over loopback.
+    process, url = launch_and_wait([], log, env=env)
     print(f"Spaces-mode start-up, demo world {os.environ.get('CORTEXTUAL_DEMO_SIZE')} generated: {time.monotonic() - started:.1f} s")
     yield {"url": url, "port": port, "pid": process.pid, "log": log}
     os.killpg(process.pid, signal.SIGTERM)
