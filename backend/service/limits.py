@@ -3,9 +3,10 @@
 - A body larger than ``max_body`` bytes is refused with 413 before the app reads any of it
   (declared ``Content-Length``), or as soon as the stream passes the cap (chunked uploads), so
   no request can make the backend hold more than ``max_body`` bytes of it.
-- ``OPTIONS`` on any path answers 204 with ``Allow`` listing every method that some route
-  serves at that path (Starlette alone answers with the methods of the first route whose pattern
-  matches, e.g. ``Allow: GET`` on a POST route shadowed by ``/api/jobs/{job_id}``).
+- A method the path's route does not serve (``OPTIONS`` included, which the schema declares
+  nowhere) answers 405 with ``Allow`` listing the methods of the path's own route, the most
+  specific template that matches (Starlette alone could name the methods of another route whose
+  pattern also matches, e.g. ``Allow: GET`` for a POST route shadowed by ``/api/jobs/{job_id}``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ MAX_BODY_BYTES = 32 * 2**20
 
 
 class RequestLimits:
-    """``routes()``: every leaf route of the app (path and methods), for ``OPTIONS``."""
+    """``routes()``: every leaf route of the app (path and methods), to answer 405s."""
 
     def __init__(self, app, routes, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -30,8 +31,11 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "OPTIONS":
-            await self._options(scope, send)
+        allowed = self._allowed(scope)
+        if allowed is not None and scope["method"] not in allowed:
+            # 405 for a method the path's own route does not serve (OPTIONS included: the schema
+            # declares it nowhere), naming the methods it does serve.
+            await _send_json(send, 405, {"detail": "Method Not Allowed"}, [(b"allow", ", ".join(allowed).encode())])
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
@@ -63,21 +67,17 @@ class RequestLimits:
 
         await self.app(scope, replay, send)
 
+    def _allowed(self, scope) -> list[str] | None:
+        """The methods of the path's own route (the most specific template that matches: for
+        /api/jobs/caption the POST route, not GET /api/jobs/{job_id}); None if no route matches."""
+        matching = [r for r in self.routes() if r.matches({**scope, "method": "GET"})[0] != Match.NONE]
+        if not matching:
+            return None
+        fewest = min(len(r.param_convertors) for r in matching)
+        return sorted({m for r in matching if len(r.param_convertors) == fewest for m in r.methods or ()})
+
     def _too_large(self) -> dict:
         return {"detail": f"request body larger than {self.max_body // 2**20} MiB"}
-
-    async def _options(self, scope, send) -> None:
-        methods: set[str] = set()
-        for route in self.routes():
-            match, _ = route.matches({**scope, "method": "GET"})
-            if match != Match.NONE:
-                methods |= set(route.methods or ())
-        if not methods:
-            await _send_json(send, 404, {"detail": "Not Found"})
-            return
-        allow = ", ".join(sorted(methods | {"OPTIONS"}))
-        await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow.encode())]})
-        await send({"type": "http.response.body", "body": b""})
 
 
 def _content_length(scope) -> int | None:
@@ -90,8 +90,8 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _send_json(send, status: int, payload: dict) -> None:
+async def _send_json(send, status: int, payload: dict, extra_headers: list | None = None) -> None:
     body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra_headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
