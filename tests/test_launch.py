@@ -138,12 +138,18 @@ def test_import_command_writes_a_listed_dataset_and_explains_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_job_interrupted_by_a_backend_crash_is_reported_and_run_again(small_world):
+def test_a_job_interrupted_by_a_backend_crash_is_reported_and_run_again(small_world, tmp_path, monkeypatch):
     """kill -9 mid-job: the restarted backend reports the job as interrupted (not 404), and the
     viewer's job follower runs it again once, to completion."""
     import launch
+    from tests.conftest import CACHE_ROOT
     from viewer.model_runs import follow_job, job_summary
 
+    # A store of its own (the same datasets), so the fit made here is not found by other tests.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "datasets").symlink_to(CACHE_ROOT / "datasets", target_is_directory=True)
+    monkeypatch.setenv("CORTEXTUAL_CACHE", str(cache))
     supervisor = launch.BackendSupervisor("127.0.0.1", free_port())
     supervisor.start()
     client = BackendClient(supervisor.url, timeout=10)
