@@ -4,6 +4,9 @@ and bodies as declared. Bounded in examples per operation and in time."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -11,10 +14,14 @@ from hypothesis import HealthCheck, settings
 EXAMPLES_PER_OPERATION = 12
 
 
-from backend.service.app import create_app  # noqa: E402  (after conftest has set the test cache)
+from backend.cache import Store  # noqa: E402  (after conftest has set the test cache)
+from backend.service.app import create_app  # noqa: E402
 
-# The demo world is made by the small_world fixture each test asks for, not by this app.
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(prepare_demo=False))
+# The demo world is made by the small_world fixture each test asks for, not by this app. Valid
+# requests start real jobs that go on after their test: they write to a store of their own, so no
+# other test finds their outputs.
+_store = Store(Path(tempfile.mkdtemp(prefix="cortextual-schema-")) / "store.sqlite")
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(prepare_demo=False, store=_store))
 # A valid brain-captions request trains a real language model for minutes in the background: its
 # job is tested in tests/test_brain_captions.py (with a tiny LM) instead of being fuzzed here.
 schema = schema.exclude(path="/api/jobs/brain-captions", method="POST")

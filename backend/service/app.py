@@ -26,11 +26,12 @@ from backend.service.state import Services
 log = logging.getLogger("cortextual.backend")
 
 
-def create_app(prepare_demo: bool = True, max_body: int = MAX_BODY_BYTES, wrap_pool=None) -> FastAPI:
+def create_app(prepare_demo: bool = True, max_body: int = MAX_BODY_BYTES, wrap_pool=None, store=None) -> FastAPI:
     """The API; with ``prepare_demo`` the demo world starts generating at once if it is missing;
-    ``wrap_pool`` wraps the model pool (Spaces mode: GPU calls through ``spaces.GPU``)."""
+    ``wrap_pool`` wraps the model pool (Spaces mode: GPU calls through ``spaces.GPU``); ``store``:
+    the stage-output store (default: the cache's)."""
     app = FastAPI(title="Cortextual backend", version=backend.__version__)
-    app.state.services = Services(prepare_demo=prepare_demo, wrap_pool=wrap_pool)
+    app.state.services = Services(prepare_demo=prepare_demo, wrap_pool=wrap_pool, store=store)
     routers = [datasets_api.router, models_api.router, stages_api.router, manifolds_api.router, brain_captions_api.router]
     for router in routers:
         app.include_router(router)

@@ -66,9 +66,9 @@ class Services:
     """Shared by every request. The model pool is created on first use (it picks the device);
     ``wrap_pool`` (e.g. backend.models.zerogpu.GpuPool in Spaces mode) wraps it then."""
 
-    def __init__(self, prepare_demo: bool = True, wrap_pool=None) -> None:
+    def __init__(self, prepare_demo: bool = True, wrap_pool=None, store: Store | None = None) -> None:
         self.demo = DemoPreparation()
-        self.store = Store()
+        self.store = store if store is not None else Store()
         self.jobs = JobQueue(store=self.store)
         self._pool = None
         self._wrap_pool = wrap_pool
