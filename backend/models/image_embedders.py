@@ -20,7 +20,7 @@ from PIL import Image
 from backend.models.device import Progress, dtype_kwargs, run_batched
 from backend.models.registry import ModelSpec
 from backend.models.weights import (
-    check_config, fingerprint, from_pretrained_strict, loading, quiet_load_report, require_weights,
+    check_config, fingerprint, from_pretrained_strict, loading, quiet_transformers, require_weights,
 )
 
 
@@ -61,7 +61,7 @@ class ClipImageEmbedder(ImageEmbedder):
         folder = require_weights(spec)
         # A whole CLIP checkpoint or the tower saved alone.
         check_config(spec, folder, "model_type", ("clip", "clip_vision_model"))
-        with loading(spec, folder), quiet_load_report():
+        with loading(spec, folder), quiet_transformers():
             model = from_pretrained_strict(CLIPVisionModelWithProjection, spec, folder,
                                            **dtype_kwargs("transformers", dtype))
             self.model = model.to(device).eval()

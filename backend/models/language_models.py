@@ -15,7 +15,6 @@ followed by the end-of-text token, so generation knows where to stop.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -24,7 +23,7 @@ import torch
 from backend.models.gguf import converted_folder
 from backend.models.registry import ModelSpec
 from backend.models.weights import (
-    IncompatibleModel, fingerprint, from_pretrained_strict, gguf_file, loading, require_weights,
+    IncompatibleModel, fingerprint, from_pretrained_strict, gguf_file, loading, quiet_transformers, require_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -118,26 +117,13 @@ class LanguageModel:
         torch.manual_seed(seed)
         prefix = prefix.to(self.device, self.model.dtype)
         attention = torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device)
-        with _quiet_generation():
+        with quiet_transformers():
             out = self.model.generate(
                 inputs_embeds=prefix, attention_mask=attention, max_new_tokens=max_new_tokens,
                 num_beams=num_beams, do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
             )
         # With inputs_embeds only, decoder-only models return just the new tokens.
         return [" ".join(t.split()) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-
-@contextlib.contextmanager
-def _quiet_generation():
-    """generate() warns about generation-config fields the prefix path does not use."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 CLASSES: dict[str, type[LanguageModel]] = {"causal-lm": LanguageModel}

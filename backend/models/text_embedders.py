@@ -24,7 +24,7 @@ import torch
 from backend.models.device import Progress, dtype_kwargs, run_batched
 from backend.models.registry import ModelSpec, get_model
 from backend.models.weights import (
-    check_config, fingerprint, from_pretrained_strict, loading, quiet_load_report, require_weights,
+    check_config, fingerprint, from_pretrained_strict, loading, quiet_transformers, require_weights,
 )
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -94,7 +94,7 @@ class ClipTextEmbedder(TextEmbedder):
         folder = require_weights(spec)
         # A whole CLIP checkpoint or the tower saved alone.
         check_config(spec, folder, "model_type", ("clip", "clip_text_model"))
-        with loading(spec, folder), quiet_load_report():
+        with loading(spec, folder), quiet_transformers():
             model = from_pretrained_strict(CLIPTextModelWithProjection, spec, folder,
                                            **dtype_kwargs("transformers", dtype))
             self.model = model.to(device).eval()

@@ -202,9 +202,10 @@ def from_pretrained_strict(cls, spec: ModelSpec, folder: Path, **kwargs):
 
 
 @contextlib.contextmanager
-def quiet_load_report() -> Iterator[None]:
-    """Silence transformers' load report while loading one tower of a two-tower checkpoint (CLIP
-    text or vision): the other tower's weights are "unexpected" there by design."""
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings inside the block: its load report while loading one tower
+    of a two-tower checkpoint (CLIP text or vision), whose other tower's weights are "unexpected"
+    there by design, and generate()'s notes on config fields a soft-prefix call does not use."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
