@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backend.analysis.ridge import DEFAULT_ALPHAS
-from backend.cache import Store, array_from_npy, array_to_npy, entry_key
+from backend.cache import Store, array_from_npy, array_to_npy
 from backend.data.schema import Dataset
 from backend.models.registry import DEFAULTS, get_model
 from backend.stages import captions as caption_stage
 from backend.stages import embeddings as embedding_stage
 from backend.stages import encoding as encoding_stage
 from backend.stages import images as image_stage
-from backend.stages.inputs import text_hash
 
 Say = Callable[[str], None]
 #: The steps, in the order they run (each reads what the one before wrote).
@@ -156,13 +155,10 @@ def _captions(ds: Dataset, model_id: str, store: Store, settings: BatchSettings,
 
 def _embeddings(ds: Dataset, sources: dict[str, list[str]], model_id: str, store: Store, settings: BatchSettings, summary: BatchSummary, say: Say) -> None:
     spec = get_model(model_id)
-    from backend.models.weights import fingerprint
-
-    revision = fingerprint(spec)
     wanted = {}
     for texts in sources.values():
-        for text in texts:
-            wanted.setdefault(entry_key(stage=embedding_stage.TEXT_STAGE, model=spec.id, revision=revision, text=text_hash(text)), text)
+        for key, text in zip(embedding_stage.text_keys(texts, spec), texts, strict=True):
+            wanted.setdefault(key, text)
     missing = _missing(store, wanted)
     label = f"{ds.id}: text embeddings by {model_id} ({len(sources)} caption sources)"
     if missing:
@@ -194,11 +190,10 @@ def _encodings(ds: Dataset, sources: dict[str, list[str]], embedders: list[str],
     import ray
 
     from backend.cluster.workers import fit_encoding_task
-    from backend.models.weights import fingerprint
 
     todo, planned, twins = [], set(), []
     for embedder in embedders:
-        revision = fingerprint(get_model(embedder))
+        spec = get_model(embedder)
         for source, texts in sources.items():
             keys = encoding_stage.encoding_keys(ds, texts, embedder, settings.method, DEFAULT_ALPHAS)
             if len(store.get_many(list(keys.values()))) == len(keys):
@@ -208,7 +203,7 @@ def _encodings(ds: Dataset, sources: dict[str, list[str]], embedders: list[str],
                 twins.append((source, embedder))
                 continue
             planned.add(keys["r"])
-            vector_keys = [entry_key(stage=embedding_stage.TEXT_STAGE, model=embedder, revision=revision, text=text_hash(t)) for t in texts]
+            vector_keys = embedding_stage.text_keys(texts, spec)
             found = store.get_many(vector_keys)
             features = np.stack([array_from_npy(found[k][1]) for k in vector_keys]).astype(np.float32)
             todo.append((source, embedder, keys, features))

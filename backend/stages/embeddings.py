@@ -20,6 +20,12 @@ CHUNK = 256
 Report = Callable[[int, int, str], None]
 
 
+def text_keys(texts: Sequence[str], spec) -> list[str]:
+    """The store key of each text's embedding by the text embedder ``spec`` (one per text)."""
+    revision = fingerprint(spec)
+    return [entry_key(stage=TEXT_STAGE, model=spec.id, revision=revision, text=text_hash(t)) for t in texts]
+
+
 def embed_texts_cached(
     texts: Sequence[str],
     model_id: str,
@@ -34,8 +40,7 @@ def embed_texts_cached(
     spec = get_model(model_id)
     if spec.kind != "text_embedder":
         raise ValueError(f"{model_id} is a {spec.kind.replace('_', ' ')}, not a text embedder")
-    revision = fingerprint(spec)
-    keys = [entry_key(stage=TEXT_STAGE, model=spec.id, revision=revision, text=text_hash(t)) for t in texts]
+    keys = text_keys(texts, spec)
 
     def compute(indices: list[int]) -> np.ndarray:
         return pool.get(spec.id).embed([texts[i] for i in indices], batch_size=batch_size, cancel=cancel)
