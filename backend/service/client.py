@@ -116,6 +116,27 @@ class BackendClient:
         """float32 [n_units]: the stimulus's response of every unit."""
         return self._array(f"/api/datasets/{dataset_id}/stimuli/{index}/responses")
 
+    def switch(
+        self, dataset_id: str, index: int, size: int = 320, model: str | None = None, seed: int = 0,
+        embedder: str | None = None, decoded_corpus: str | None = None, images: bool = True,
+    ) -> dict:
+        """Everything a stimulus switch shows, in one request: {stimulus (metadata), image (PNG
+        bytes), responses float32 [n_units] (sent as float16), captions {source: text | None},
+        captioners [{id, label, simulated}], decoded dict | None, generated dict | None,
+        reconstructions [{source, caption, key, present, image: PNG bytes | None}] (for the
+        text-to-image ``model``; none without one)}."""
+        import base64
+
+        payload = self._json(
+            f"/api/datasets/{dataset_id}/stimuli/{index}/switch", size=size, model=model, seed=seed, embedder=embedder,
+            decoded_corpus=decoded_corpus, images=None if images else "false",
+        )
+        payload["image"] = base64.b64decode(payload["image"])
+        payload["responses"] = decode_array(payload["responses"]).astype(np.float32)
+        for entry in payload["reconstructions"]:
+            entry["image"] = base64.b64decode(entry["image"]) if entry.get("image") else None
+        return payload
+
     def captions(self, dataset_id: str, index: int) -> dict[str, str | None]:
         """captioner id -> caption ("reference" first)."""
         return self._json(f"/api/datasets/{dataset_id}/stimuli/{index}/captions")["captions"]
