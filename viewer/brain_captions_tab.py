@@ -25,6 +25,14 @@ def generated_row(client, dataset_id: str, index: int) -> str:
         if err.status in (404, 409):
             return ""
         raise
+    return generated_row_html(entry)
+
+
+def generated_row_html(entry: dict | None) -> str:
+    """The captions panel's row for a generated-caption entry ({generated, similarity,
+    language_model}, as the API's brain-caption read and the switch give it), or "" for None."""
+    if not entry:
+        return ""
     return ("<tr class='decoded'><td class='who'>Generated from the brain</td>"
             f"<td>{html.escape(entry['generated'])} <span class='ctx-note'>(cosine {entry['similarity']:.2f} to the reference; "
             f"{html.escape(entry['language_model'].split('/')[-1])} behind a prefix decoder)</span></td></tr>")
