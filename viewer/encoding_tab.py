@@ -15,6 +15,8 @@ from viewer.model_runs import follow_job, job_summary
 from viewer.mouse_panel import MousePanel
 
 PARTS = {"r": "Pearson r on the test split", "fraction_of_ceiling": "r² as a fraction of the noise ceiling"}
+#: Colour-bar units; both maps are drawn on a sequential scale from 0 (negative r clamps to the bottom).
+PART_UNITS = {"r": "Pearson r", "fraction_of_ceiling": "fraction of noise ceiling (r² / ceiling)"}
 
 
 class EncodingTab:
@@ -58,7 +60,10 @@ class EncodingTab:
             values = client.encoding_map(ds, source, embedder, part)
         except BackendError as err:
             if err.status == 404:
-                return f"Not fitted yet: press **Fit encoding model**. ({err})", gr.update(), gr.update(), gr.update(), gr.update()
+                # Clear the map: an older map (another dataset, source or embedder) would pass for this one.
+                cleared = "not fitted yet"
+                return (f"Not fitted yet: press **Fit encoding model**. ({err})", self.brain.clear_update(cleared),
+                        self.mouse.clear_update(cleared), gr.update(), gr.update())
             raise gr.Error(str(err)) from None
         values = explorer.shown_values(ds, values.astype(np.float32))
         title = f"{PARTS[part]} · {source} captions · {embedder.split('/')[-1]}"
@@ -67,10 +72,10 @@ class EncodingTab:
         vmax = float(np.nanpercentile(np.abs(finite), 99.5)) if finite.size else 1.0
         kind = explorer.unit_space(ds)["kind"]
         if kind == "surface":
-            update = self.brain.values_update(values, title, static=explorer.surface_static(self.brain, ds), vmax=vmax, cbar_label=part)
+            update = self.brain.values_update(values, title, static=explorer.surface_static(self.brain, ds), vmax=vmax, cbar_label=PART_UNITS[part], scale="sequential")
             return summary, update, gr.update(), gr.update(visible=True), gr.update(visible=False)
         static = self.mouse.static_payload(explorer.unit_space(ds))
-        update = self.mouse.values_update(values, title, static=static, vmax=vmax, cbar_label=part)
+        update = self.mouse.values_update(values, title, static=static, vmax=vmax, cbar_label=PART_UNITS[part], scale="sequential")
         return summary, gr.update(), update, gr.update(visible=False), gr.update(visible=True)
 
     def predict(self, ds: str, text: str, source: str, embedder: str):
@@ -89,6 +94,16 @@ class EncodingTab:
         static = self.t2b_mouse.static_payload(explorer.unit_space(ds))
         update = self.t2b_mouse.values_update(values, title, static=static, cbar_label="predicted response")
         return gr.update(), update, gr.update(visible=False), gr.update(visible=True)
+
+    def cleared(self) -> tuple:
+        """Updates for :attr:`clear_outputs` that empty the tab's maps (a dataset switch makes them stale)."""
+        message = "choose captions and an embedder, then fit"
+        return ("", self.brain.clear_update(message), self.mouse.clear_update(message),
+                self.t2b_brain.clear_update("type a sentence"), self.t2b_mouse.clear_update("type a sentence"))
+
+    @property
+    def clear_outputs(self) -> list:
+        return [self.status, *self.brain.outputs, *self.mouse.outputs, *self.t2b_brain.outputs, *self.t2b_mouse.outputs]
 
     def wire(self, dataset_state, tab: gr.Tab) -> None:
         client = self.explorer.client
