@@ -1,18 +1,12 @@
-"""RDM figures: rank-percentile colouring and the side-by-side layout."""
+"""RDM heatmaps (plotly): rank-percentile colouring, one shared colour bar, hover naming both stimuli."""
+
+import json
 
 import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from viewer.matrix_figure import CELL_PX, MARGIN, percentile_ranks, rdm_figure, viridis
-
-
-def test_viridis_ends_and_nan():
-    colours = viridis(np.array([0.0, 1.0, np.nan, -3.0, 7.0]))
-    assert colours.dtype == np.uint8 and colours.shape == (5, 3)
-    assert tuple(colours[0]) == (68, 1, 84) and tuple(colours[1]) == (253, 231, 37)
-    assert tuple(colours[2]) == (220, 220, 220)
-    assert tuple(colours[3]) == tuple(colours[0]) and tuple(colours[4]) == tuple(colours[1]), "clipped"
+from viewer.plots import percentile_ranks, rdm_figure
 
 
 def test_percentile_ranks_follow_scipy_ranks():
@@ -26,14 +20,41 @@ def test_percentile_ranks_follow_scipy_ranks():
     assert np.all(np.diag(out) == 0) and out[off].min() == 0 and out[off].max() == 1
 
 
-def test_rdm_figure_places_each_matrix_under_its_title():
+def _z(trace) -> np.ndarray:
+    """A heatmap's z from the figure JSON (plotly sends numpy arrays as base64 typed arrays)."""
+    import base64
+
+    z = trace["z"]
+    if isinstance(z, dict):
+        shape = [int(s) for s in str(z["shape"]).split(",")]
+        return np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(shape)
+    return np.asarray(z, float)
+
+
+def test_rdm_heatmaps_side_by_side_with_hover_naming_both_stimuli():
     block = np.ones((10, 10))
-    block[:5, :5] = block[5:, 5:] = 0.1  # two clusters: dark blocks on the diagonal
-    figure = rdm_figure([block, block.T], ["brain", "text"], footer="10 stimuli")
-    assert figure.size == (MARGIN + 2 * (CELL_PX + MARGIN), 2 * MARGIN + CELL_PX + 40)
-    pixels = np.asarray(figure)
-    inside = pixels[MARGIN + CELL_PX // 4, MARGIN + CELL_PX // 4]  # within the first diagonal block
-    across = pixels[MARGIN + CELL_PX // 4, MARGIN + 3 * CELL_PX // 4]  # between the clusters
-    assert inside.sum() < across.sum(), "similar pairs are darker than dissimilar ones"
+    block[:5, :5] = block[5:, 5:] = 0.1  # two clusters: low ranks on the diagonal blocks
+    stimuli = list(range(100, 110))
+    captions = {i: f"caption of {i}" for i in stimuli}
+    fig = json.loads(rdm_figure([block, block.T], ["brain: V1", "text: reference"], stimuli, captions, footer="10 stimuli").to_json())
+    heatmaps = [t for t in fig["data"] if t["type"] == "heatmap"]
+    assert len(heatmaps) == 2 and {t["xaxis"] for t in heatmaps} == {"x", "x2"}
+    assert all(t["coloraxis"] == "coloraxis" for t in heatmaps), "one colour scale for both"
+    z = _z(heatmaps[0])
+    assert z[1, 3] < z[1, 8], "pairs within a cluster rank as more similar than pairs across"
+    assert heatmaps[0]["x"][0] == "#100 caption of 100" and heatmaps[0]["y"] == heatmaps[0]["x"]
+    assert "row: %{y}" in heatmaps[0]["hovertemplate"] and "column: %{x}" in heatmaps[0]["hovertemplate"]
+    bar = fig["layout"]["coloraxis"]["colorbar"]
+    assert bar["ticktext"] == ["similar", "dissimilar"] and "rank" in bar["title"]["text"]
+    assert fig["layout"]["xaxis"]["title"]["text"].startswith("stimulus")
+    assert [a["text"] for a in fig["layout"]["annotations"]] == ["brain: V1", "text: reference"]
+
+
+def test_bad_rdm_inputs_are_refused():
+    block = np.ones((3, 3))
     with pytest.raises(ValueError):
-        rdm_figure([block], ["a", "b"])
+        rdm_figure([block], ["a", "b"], [1, 2, 3])
+    with pytest.raises(ValueError):
+        rdm_figure([block], ["a"], [1, 2])
+    with pytest.raises(ValueError):
+        rdm_figure([block], ["a"], [1, 1, 2])

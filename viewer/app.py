@@ -18,13 +18,13 @@ import gradio as gr
 import numpy as np
 
 from backend.service.client import BackendClient, BackendError
-from viewer.brain_captions_tab import BrainCaptionsTab, generated_row
-from viewer.brain_panel import BrainPanel
+from viewer.brain_captions_tab import BrainCaptionsTab, generated_row_html
+from viewer.brain_panel import MESH_KINDS, BrainPanel
 from viewer.controls_tab import ControlsTab
 from viewer.summary_tabs import ComparisonTab, RsaTab
 from viewer.encoding_tab import EncodingTab
-from viewer.manifold_panel import ManifoldPanel
-from viewer.model_runs import MAX_CORPUS_UPLOAD, ModelRuns, reconstruction_items
+from viewer.manifold_panel import ManifoldPanel, caption_lookup
+from viewer.model_runs import MAX_CORPUS_UPLOAD, ModelRuns, brain_reconstruction, items_from_switch
 from viewer.mouse_panel import MousePanel
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -36,17 +36,39 @@ STIMULUS_PX = 320
 SURFACE_VIEWS = ("lateral", "medial", "ventral")
 
 CSS = """
-.ctx-captions table { width: 100%; border-collapse: collapse; font-size: 0.95em; }
-.ctx-captions td { padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top; }
-.ctx-captions td.who { white-space: nowrap; color: var(--body-text-color-subdued); width: 11em; }
+.ctx-captions table { width: 100%; border-collapse: collapse; font-size: 0.9em; }
+.ctx-captions td { padding: 2px 6px; border-bottom: 1px solid var(--border-color-primary); vertical-align: top; }
+.ctx-captions td.who { white-space: nowrap; color: var(--body-text-color-subdued); width: 9em; }
 .ctx-captions tr.reference td { font-weight: 600; }
 .ctx-captions tr.decoded td { background: #eef6ff; }
 .ctx-captions .sim { font-size: 0.75em; padding: 0 4px; border-radius: 4px; background: #fde68a; color: #713f12; margin-left: 4px; }
 .ctx-captions mark { background: #fecaca; color: inherit; padding: 0 1px; border-radius: 2px; }
-.ctx-note { font-size: 0.9em; color: var(--body-text-color-subdued); }
-/* Six columns in the reconstructions strip however few images: Gradio spreads two images over the
-   whole width as squares taller than the strip, which then shows only their top. */
-#ctx-reconstructions .grid-container { grid-template-columns: repeat(6, minmax(100px, 1fr)) !important; }
+.ctx-note { font-size: 0.85em; color: var(--body-text-color-subdued); }
+/* One screen: tighter page margins and gaps, so stimulus, captions, brain and reconstructions fit
+   1600x1000 without scrolling. */
+.gradio-container { padding-top: 4px !important; max-width: 100% !important; }
+#ctx-title h2 { margin: 0; font-size: 1.25em; }
+#ctx-dataset-info { font-size: 0.85em; line-height: 1.25; }
+#ctx-explore-row { gap: 8px; }
+#ctx-captions { max-height: 230px; overflow-y: auto; }
+/* The strip shows every reconstruction whole, in one row that scrolls sideways. */
+#ctx-reconstructions .grid-container { grid-template-columns: repeat(6, minmax(84px, 1fr)) !important; }
+"""
+
+#: Arrow keys step through the stimuli (not while typing in a field): they click hidden buttons.
+KEYS_JS = """
+() => {
+  document.addEventListener('keydown', (ev) => {
+    const t = ev.target, tag = (t && t.tagName || '').toLowerCase();
+    if (tag === 'input' || tag === 'textarea' || tag === 'select' || (t && t.isContentEditable)) return;
+    if (ev.altKey || ev.ctrlKey || ev.metaKey) return;
+    const id = ev.key === 'ArrowRight' || ev.key === 'ArrowDown' ? 'ctx-step-next'
+             : ev.key === 'ArrowLeft' || ev.key === 'ArrowUp' ? 'ctx-step-prev' : null;
+    if (!id) return;
+    const button = document.querySelector('#' + id);
+    if (button) { ev.preventDefault(); button.click(); }
+  });
+}
 """
 
 
@@ -74,8 +96,9 @@ class Explorer:
 
     @functools.lru_cache(maxsize=1)
     def geometry(self) -> dict:
-        """The display mesh: every fsaverage dataset is shown on fsaverage5."""
-        return self.client.surface_geometry("fsaverage5")
+        """The display meshes {kind: {"lh", "rh"}} (inflated, pial, white, flat): every fsaverage
+        dataset is shown on fsaverage5; the panel sends them to the browser once per dataset."""
+        return {kind: self.client.surface_geometry("fsaverage5", kind) for kind in MESH_KINDS}
 
     def surface_static(self, panel: BrainPanel, dataset_id: str):
         """The panel's geometry update for a surface dataset: only units fsaverage5 can show."""
@@ -131,15 +154,21 @@ class Explorer:
     def thumbnail(self, dataset_id: str, index: int):
         return _png_to_pil(self.client.stimulus_image(dataset_id, index, size=THUMB_PX))
 
+    def switch(self, ds: str, index: int, generator: str | None = None, images: bool = True) -> dict:
+        """The backend's one-request switch payload for stimulus ``index`` (see BackendClient.switch)."""
+        return self.client.switch(ds, index, size=STIMULUS_PX, model=generator or None, decoded_corpus=self.corpora.get(ds), images=images)
+
     def show_stimulus(self, ds: str, index: int, generator: str | None = None, static=None, kind: str | None = None) -> tuple:
-        """Outputs for a stimulus switch: (index, image, heading, captions, reconstructions, brain
-        update, mouse update). Only per-unit values go to the response panel unless ``static`` (a
-        dataset switch) is given; ``generator`` is the text-to-image model whose images to show.
+        """Outputs for a stimulus switch: (index, image, heading, captions, reconstructions, the
+        reconstruction from the brain, brain update, mouse update, manifold mark), from one backend
+        request. Only per-unit values go to the response panel unless ``static`` (a dataset
+        switch) is given; ``generator`` is the text-to-image model whose images to show.
         """
-        item = self.client.stimulus(ds, index)
-        image = _png_to_pil(self.client.stimulus_image(ds, index, size=STIMULUS_PX))
-        values = self.shown_values(ds, self.client.responses(ds, index))
-        caption_table = self.captions_html(ds, index)
+        payload = self.switch(ds, index, generator)
+        item = payload["stimulus"]
+        image = _png_to_pil(payload["image"])
+        values = self.shown_values(ds, payload["responses"])
+        caption_table = self.captions_table(payload)
         kind = kind or self.unit_space(ds)["kind"]
         title = f"stimulus #{index} ({item['split']})"
         # The demo world's responses are in units of its noise sd; real data keep their own units.
@@ -151,23 +180,20 @@ class Explorer:
             brain_update = gr.update()
             mouse_update = self.mouse.values_update(values, title, static=static, cbar_label=unit)
         split = "test (mean of repeats)" if item["split"] == "test" else item["split"]
-        heading = f"### Stimulus #{index} · `{item['id']}` · {split}"
-        recon = reconstruction_items(self.client, ds, index, generator, self.corpora.get(ds))
-        return index, image, heading, caption_table, recon, brain_update, mouse_update
-
-    def decoded(self, dataset_id: str, index: int) -> dict | None:
-        """The caption decoded from the brain (reference captions, MiniLM; from the training captions or
-        the corpus of the latest decoding run on this page), if a decode job ran."""
-        try:
-            return self.client.decoded(dataset_id, index, corpus=self.corpora.get(dataset_id))
-        except BackendError as err:
-            if err.status in (404, 409):
-                return None
-            raise
+        heading = f"**Stimulus #{index}** · `{item['id']}` · {split}"
+        recon = items_from_switch(payload)
+        from_brain = brain_reconstruction(payload, generator)
+        return (index, image, heading, caption_table, recon, from_brain, brain_update, mouse_update, ManifoldPanel.select(index))
 
     def captions_html(self, dataset_id: str, index: int) -> str:
-        captions = self.client.captions(dataset_id, index)
-        specs = {c["id"]: c for c in self.client.captioners(dataset_id)}
+        """The captions panel for a stimulus (one backend request)."""
+        return self.captions_table(self.switch(dataset_id, index, images=False))
+
+    def captions_table(self, payload: dict) -> str:
+        """The captions panel from a switch payload: each source's caption (words not in the
+        reference highlighted), the caption decoded and the one generated from the brain."""
+        captions = payload["captions"]
+        specs = {c["id"]: c for c in payload["captioners"]}
         reference = captions.get("reference") or ""
         ref_words = set(_words(reference))
         rows = []
@@ -180,18 +206,44 @@ class Explorer:
             )
             css = " class='reference'" if name == "reference" else ""
             rows.append(f"<tr{css}><td class='who'>{html.escape(spec.get('label', name))}{badge}</td><td>{shown}</td></tr>")
-        decoded = self.decoded(dataset_id, index)
+        decoded = payload.get("decoded")
         if decoded:
             rows.append(
                 "<tr class='decoded'><td class='who'>Decoded from the brain</td>"
                 f"<td>{html.escape(decoded['caption'])} <span class='ctx-note'>(cosine {decoded['similarity']:.2f} to the reference; "
                 f"retrieved from the {html.escape(decoded.get('corpus') or 'training captions')})</span></td></tr>"
             )
-        rows.append(generated_row(self.client, dataset_id, index))
+        rows.append(generated_row_html(payload.get("generated")))
         return (
             f"<div class='ctx-captions'><table>{''.join(rows)}</table>"
             "<div class='ctx-note'>Highlighted: words not in the reference caption.</div></div>"
         )
+
+    @functools.lru_cache(maxsize=8)
+    def stimulus_ids(self, dataset_id: str) -> dict[str, int]:
+        """stimulus id (lower case) -> index, for "go to"."""
+        ids, offset = {}, 0
+        while True:
+            page = self.client.stimuli(dataset_id, offset=offset, limit=500)
+            ids.update({str(it["id"]).lower(): int(it["index"]) for it in page["items"]})
+            offset += len(page["items"])
+            if not page["items"] or offset >= page["total"]:
+                return ids
+
+    def find_stimulus(self, dataset_id: str, text: str) -> int:
+        """The index of the stimulus named by ``text``: "#12", "12" or a stimulus id; gr.Error if none."""
+        wanted = (text or "").strip().lstrip("#").strip()
+        if not wanted:
+            raise gr.Error("type a stimulus index (e.g. 12 or #12) or its id")
+        n = self.detail(dataset_id)["n_stimuli"]
+        if wanted.isdigit():
+            if int(wanted) >= n:
+                raise gr.Error(f"{dataset_id} has stimuli 0..{n - 1}, not {wanted}")
+            return int(wanted)
+        index = self.stimulus_ids(dataset_id).get(wanted.lower())
+        if index is None:
+            raise gr.Error(f"no stimulus with index or id “{wanted}” in {dataset_id}")
+        return index
 
 
 def build_app(client: BackendClient, dataset_id: str = "demo-human"):
@@ -214,44 +266,58 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
 
         with gr.Row(equal_height=True):
             gr.Markdown("## Cortextual — the visual brain and language", elem_id="ctx-title")
-            dataset_box = gr.Dropdown(choices=choices, value=dataset_id, label="Dataset", scale=2, elem_id="ctx-dataset")
-        dataset_info = gr.Markdown(elem_id="ctx-dataset-info")
+            dataset_info = gr.Markdown(elem_id="ctx-dataset-info")
+            dataset_box = gr.Dropdown(choices=choices, value=dataset_id, label="Dataset", scale=1, elem_id="ctx-dataset")
 
         with gr.Tab("Explore"):
-            with gr.Row():
-                with gr.Column(scale=4, min_width=320):
+            # One screen: gallery | stimulus, the reconstruction from the brain, captions and the
+            # other reconstructions | the brain. Manifolds and model runs below.
+            with gr.Row(elem_id="ctx-explore-row"):
+                with gr.Column(scale=3, min_width=260):
                     with gr.Row():
                         search = gr.Textbox(
-                            label="Search captions", placeholder="e.g. dog left of", scale=4, elem_id="ctx-search", submit_btn=True
+                            label="Search captions", placeholder="e.g. dog left of", scale=3, elem_id="ctx-search", submit_btn=True,
+                            max_lines=1,
                         )
-                        split_choice = gr.Radio(
-                            ["all", "train", "test"], value="all", label="Split", scale=2, elem_id="ctx-split",
-                            info="test: decoded captions and reconstructions from the brain",
+                        goto = gr.Textbox(
+                            label="Go to #index or id", placeholder="12", scale=2, elem_id="ctx-goto", submit_btn=True, max_lines=1,
                         )
+                    split_choice = gr.Radio(
+                        ["all", "train", "test"], value="all", label="Split", elem_id="ctx-split",
+                        info="test: decoded captions and reconstructions from the brain · ← → step",
+                    )
                     gallery = gr.Gallery(
-                        label="Stimuli", columns=4, height=520, allow_preview=False, object_fit="contain", elem_id="ctx-gallery"
+                        label="Stimuli", columns=4, height=430, allow_preview=False, object_fit="contain", elem_id="ctx-gallery"
                     )
                     with gr.Row():
-                        prev_button = gr.Button("◀ Previous", size="sm", elem_id="ctx-prev")
+                        prev_button = gr.Button("◀ Page", size="sm", elem_id="ctx-prev", min_width=60)
                         page_label = gr.Markdown(elem_id="ctx-page")
-                        next_button = gr.Button("Next ▶", size="sm", elem_id="ctx-next")
-                with gr.Column(scale=7):
-                    with gr.Row():
+                        next_button = gr.Button("Page ▶", size="sm", elem_id="ctx-next", min_width=60)
+                    step_prev = gr.Button("previous stimulus", visible="hidden", elem_id="ctx-step-prev")
+                    step_next = gr.Button("next stimulus", visible="hidden", elem_id="ctx-step-next")
+                with gr.Column(scale=4, min_width=320):
+                    stimulus_title = gr.Markdown(elem_id="ctx-stimulus-title")
+                    with gr.Row(equal_height=True):
                         stimulus_image = gr.Image(
-                            label="Stimulus", type="pil", height=STIMULUS_PX, interactive=False, elem_id="ctx-stimulus", scale=2
+                            label="Stimulus", type="pil", height=220, interactive=False, elem_id="ctx-stimulus", min_width=150
                         )
-                        with gr.Column(scale=3):
-                            stimulus_title = gr.Markdown(elem_id="ctx-stimulus-title")
-                            captions = gr.HTML(elem_id="ctx-captions")
-                    runs = ModelRuns(client, corpora=explorer.corpora)
+                        from_brain = gr.Image(
+                            label="From the brain", type="pil", height=220, interactive=False, elem_id="ctx-recon-brain", min_width=150
+                        )
+                    captions = gr.HTML(elem_id="ctx-captions")
+                    recon_slot = gr.Column(min_width=320)
+                with gr.Column(scale=5, min_width=420):
                     with gr.Group(visible=True) as brain_group:
                         brain = BrainPanel(
                             label="Response on the inflated cortex (fsaverage5)", views=SURFACE_VIEWS, elem_id="ctx-brain"
                         )
                     with gr.Group(visible=False) as mouse_group:
                         mouse = MousePanel(label="Neural responses on the dorsal visual areas", elem_id="ctx-mouse")
-                    with gr.Accordion("Manifolds: brain responses and caption embeddings (UMAP)", open=True):
-                        manifolds = ManifoldPanel(client)
+            runs = ModelRuns(client, corpora=explorer.corpora)
+            with recon_slot:
+                runs.reconstructions.render()
+            with gr.Accordion("Manifolds: brain responses and caption embeddings (UMAP)", open=True):
+                manifolds = ManifoldPanel(client)
 
         with gr.Tab("Encoding maps") as encoding_tab:
             encoding = EncodingTab(explorer, SURFACE_VIEWS)
@@ -291,7 +357,8 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         explorer.brain, explorer.mouse = brain, mouse
         show_stimulus = explorer.show_stimulus
         stimulus_outputs = [
-            stimulus_state, stimulus_image, stimulus_title, captions, runs.reconstructions, *brain.outputs, *mouse.outputs
+            stimulus_state, stimulus_image, stimulus_title, captions, runs.reconstructions, from_brain,
+            *brain.outputs, *mouse.outputs, manifolds.plot,
         ]
         runs.wire(dataset_state, stimulus_state, captions, explorer.captions_html)
         encoding.wire(dataset_state, encoding_tab)
@@ -347,12 +414,27 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             runs.source,
             *stimulus_outputs,
         ]
+
+        # No stale panels: what was computed for another dataset, caption source or embedder goes.
+        analysis_outputs = [comparison.status, comparison.plot, comparison.table, rsa.status, rsa.plot, rsa.table, rsa.matrices,
+                            *controls.clear_outputs]
+
+        def clear_analyses():
+            return ("", "", None, "", "", None, "", *controls.cleared())
+
+        def clear_dataset_panels():
+            return (*encoding.cleared(), *clear_analyses(), "")
+
         app.load(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs).then(
-            manifolds.render, manifold_inputs, manifolds.image, show_progress="hidden"
+            manifolds.render, manifold_inputs, manifolds.plot, show_progress="hidden"
         )
         dataset_box.input(open_dataset, inputs=[dataset_box, runs.generator], outputs=dataset_outputs).then(
+            clear_dataset_panels, None, [*encoding.clear_outputs, *analysis_outputs, manifolds.status], show_progress="hidden"
+        ).then(
             manifolds.region_choices, [dataset_state, manifolds.region], manifolds.region
-        ).then(manifolds.render, manifold_inputs, manifolds.image, show_progress="hidden")
+        ).then(manifolds.render, manifold_inputs, manifolds.plot, show_progress="hidden")
+        for choice in (runs.source, runs.embedder):
+            choice.change(clear_analyses, None, analysis_outputs, show_progress="hidden")
 
         def turn_page(ds: str, query: str, split: str, offset: int, step: int):
             try:
@@ -368,17 +450,51 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         prev_button.click(lambda ds, q, sp, o: turn_page(ds, q, sp, o, -1), inputs=[*query_inputs, offset_state], outputs=page_outputs)
         next_button.click(lambda ds, q, sp, o: turn_page(ds, q, sp, o, +1), inputs=[*query_inputs, offset_state], outputs=page_outputs)
 
-        def select_stimulus(ds: str, indices: list[int], generator: str | None, event: gr.SelectData):
-            if not indices or event.index is None or event.index >= len(indices):
-                raise gr.Error("that thumbnail is no longer on this page; search again")
+        def switch_to(ds: str, index: int, generator: str | None):
             try:
-                return show_stimulus(ds, indices[event.index], generator)
+                return show_stimulus(ds, int(index), generator)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
 
+        def select_stimulus(ds: str, indices: list[int], generator: str | None, event: gr.SelectData):
+            if not indices or event.index is None or event.index >= len(indices):
+                raise gr.Error("that thumbnail is no longer on this page; search again")
+            return switch_to(ds, indices[event.index], generator)
+
         gallery.select(
             select_stimulus, inputs=[dataset_state, page_state, runs.generator], outputs=stimulus_outputs, show_progress="hidden"
-        ).then(manifolds.render, manifold_inputs, manifolds.image, show_progress="hidden")
+        )
+
+        def go_to(ds: str, text: str, generator: str | None):
+            try:
+                index = explorer.find_stimulus(ds, text)
+            except BackendError as err:
+                raise gr.Error(str(err)) from None
+            return switch_to(ds, index, generator)
+
+        goto.submit(go_to, inputs=[dataset_state, goto, runs.generator], outputs=stimulus_outputs, show_progress="hidden")
+
+        def step(ds: str, index: int, indices: list[int], generator: str | None, delta: int):
+            """The next (previous) stimulus of the gallery page, or by index past the page's ends."""
+            index = int(index or 0)
+            if indices and index in indices and 0 <= indices.index(index) + delta < len(indices):
+                target = indices[indices.index(index) + delta]
+            else:
+                target = min(max(index + delta, 0), explorer.detail(ds)["n_stimuli"] - 1)
+            return switch_to(ds, target, generator)
+
+        step_inputs = [dataset_state, stimulus_state, page_state, runs.generator]
+        step_prev.click(lambda *a: step(*a, -1), step_inputs, stimulus_outputs, show_progress="hidden")
+        step_next.click(lambda *a: step(*a, +1), step_inputs, stimulus_outputs, show_progress="hidden")
+
+        def point_clicked(ds: str, generator: str | None, event: gr.EventData):
+            """A click on a manifold point selects its stimulus everywhere."""
+            index = (getattr(event, "_data", None) or {}).get("index")
+            if index is None:
+                raise gr.Error("that point names no stimulus")
+            return switch_to(ds, int(index), generator)
+
+        manifolds.plot.point(point_clicked, [dataset_state, runs.generator], stimulus_outputs, show_progress="hidden")
 
         def show_truth(ds: str, name: str | None):
             if not name:
@@ -426,7 +542,7 @@ def run_viewer(client: BackendClient, dataset_id: str, host: str, port: int) -> 
     """Build and serve the page (blocks until interrupted)."""
     app = build_app(client, dataset_id=dataset_id)
     app.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, show_error=True, quiet=True, css=CSS, footer_links=["api"],
+        server_name=host, server_port=port, show_error=True, quiet=True, css=CSS, js=KEYS_JS, footer_links=["api"],
         max_file_size=MAX_CORPUS_UPLOAD,  # the only upload is a caption corpus; Gradio refuses larger files itself
     )
 

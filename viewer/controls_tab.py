@@ -13,6 +13,8 @@ from backend.service.client import BackendError
 from viewer.brain_panel import BrainPanel
 from viewer.model_runs import follow_job, job_summary
 from viewer.mouse_panel import MousePanel
+from viewer.plotly_view import PlotlyView, figure_json
+from viewer.plots import controls_figure
 
 CONTROL_LABELS = {"word-average": "mean of word embeddings", "nouns": "nouns only", "verbs": "verbs only"}
 
@@ -30,6 +32,21 @@ def control_rows(summary: dict) -> pd.DataFrame:
                          "fraction_full_better": values["fraction_a_better"]})
     frame = pd.DataFrame(rows)
     return frame.round({"mean_difference": 4, "fraction_full_better": 3})
+
+
+def inapplicable(summary: dict) -> dict[str, str]:
+    """control -> why it cannot apply (no caption has any word of its class): not plotted, not offered."""
+    return {control: f"no caption has any {CONTROL_LABELS[control].split()[0].rstrip('s')}"
+            for control, result in summary.items() if result.get("captions_with_words", 1.0) == 0}
+
+
+def control_choices(summary: dict, current: str) -> dict:
+    """The map choice's update: only controls that apply, the others named in its info with the reason."""
+    skip = inapplicable(summary)
+    choices = [(label, key) for key, label in CONTROL_LABELS.items() if key in summary and key not in skip]
+    info = "; ".join(f"{CONTROL_LABELS[c]}: not available ({why})" for c, why in skip.items()) or None
+    keys = [k for _, k in choices]
+    return gr.update(choices=choices, value=current if current in keys else (keys[0] if keys else None), info=info)
 
 
 def coverage_note(summary: dict) -> str:
@@ -59,9 +76,7 @@ class ControlsTab:
                 [(label, key) for key, label in CONTROL_LABELS.items()], value="word-average", label="Map: full caption r minus", scale=3
             )
         self.status = gr.Markdown(elem_id="ctx-controls-status")
-        self.plot = gr.ScatterPlot(
-            x="region", y="mean_difference", color="control", title="Mean r difference, full caption − control", elem_id="ctx-controls-plot"
-        )
+        self.plot = PlotlyView("ctx-controls-plot", height=420).html
         self.table = gr.Dataframe(label="Per region and control", interactive=False, elem_id="ctx-controls-table")
         with gr.Group(visible=True) as self.brain_group:
             self.brain = BrainPanel(label="r(full caption) − r(control) on the inflated cortex", views=surface_views, elem_id="ctx-controls-brain")
@@ -89,6 +104,16 @@ class ControlsTab:
         update = self.mouse.values_update(values, title, static=static, vmax=vmax, cbar_label="Δr")
         return gr.update(), update, gr.update(visible=False), gr.update(visible=True)
 
+    def cleared(self) -> tuple:
+        """Updates that empty the tab (status, plot, table, then the map outputs): a new dataset,
+        caption source or embedder makes the shown comparison stale."""
+        return ("", "", None, self.brain.clear_update("run the comparison"), self.mouse.clear_update("run the comparison"),
+                gr.update(), gr.update())
+
+    @property
+    def clear_outputs(self) -> list:
+        return [self.status, self.plot, self.table, *self.brain.outputs, *self.mouse.outputs, self.brain_group, self.mouse_group]
+
     def wire(self, dataset_state, source, embedder) -> None:
         client = self.explorer.client
         map_outputs = [*self.brain.outputs, *self.mouse.outputs, self.brain_group, self.mouse_group]
@@ -99,11 +124,16 @@ class ControlsTab:
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             if job["state"] != "done":
-                return job_summary(job), gr.update(), gr.update(), *[gr.update()] * 4
+                return job_summary(job), gr.update(), gr.update(), gr.update(), *[gr.update()] * 4
             summary = job["result"]["controls"]
-            frame = control_rows(summary)
+            skip = inapplicable(summary)
+            frame = control_rows({k: v for k, v in summary.items() if k not in skip})
             status = f"Compared {len(summary)} controls in {job['elapsed_s']:.1f} s ({source_id} captions).  \n{coverage_note(summary)}"
-            return status, frame, frame, *self.show_map(ds, control, source_id, embedder_id)
+            choice = control_choices(summary, control)
+            shown = choice["value"]
+            maps = self.show_map(ds, shown, source_id, embedder_id) if shown else self.cleared()[3:]
+            return status, figure_json(controls_figure(frame.to_dict("records"))), frame, choice, *maps
 
-        self.button.click(run, [dataset_state, self.control, source, embedder], [self.status, self.plot, self.table, *map_outputs])
+        self.button.click(run, [dataset_state, self.control, source, embedder],
+                          [self.status, self.plot, self.table, self.control, *map_outputs], concurrency_id="ctx-jobs")
         self.control.input(self.show_map, [dataset_state, self.control, source, embedder], map_outputs)

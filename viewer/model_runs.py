@@ -87,14 +87,37 @@ def reconstruction_items(
     client: BackendClient, dataset_id: str, index: int, model: str | None, decoded_corpus: str | None = None
 ) -> list[tuple]:
     """Gallery items: the stimulus, then each caption's generated image that exists for ``model``
-    (the caption decoded from the brain included, retrieved from ``decoded_corpus`` if given)."""
-    items = [(_image(client.stimulus_image(dataset_id, index, size=256)), "stimulus")]
-    if not model:
-        return items
-    for entry in client.reconstructions(dataset_id, index, model, decoded_corpus=decoded_corpus):
-        if entry["present"]:
-            items.append((_image(client.output_image(entry["key"])), f"{entry['source']}: {entry['caption']}"))
+    (the caption decoded from the brain included, retrieved from ``decoded_corpus`` if given);
+    one backend request (the switch read)."""
+    return items_from_switch(client.switch(dataset_id, index, size=256, model=model or None, decoded_corpus=decoded_corpus))
+
+
+def items_from_switch(payload: dict) -> list[tuple]:
+    """Gallery items from a switch payload: the stimulus, then each reconstruction that exists."""
+    items = [(_image(payload["image"]), "stimulus")]
+    for entry in payload["reconstructions"]:
+        if entry["present"] and entry.get("image"):
+            items.append((_image(entry["image"]), f"{entry['source']}: {entry['caption']}"))
     return items
+
+
+def brain_reconstruction(payload: dict, model: str | None = None):
+    """gr.update of the "from the brain" image beside the stimulus: the first existing image drawn
+    from a caption read out of the brain (decoded, or generated where the backend lists it), or a
+    label saying what to run."""
+    for entry in payload["reconstructions"]:
+        if "brain" in entry["source"] and entry["present"] and entry.get("image"):
+            return gr.update(value=_image(entry["image"]), label=f"From the brain ({entry['source']}): {entry['caption']}")
+    split = payload["stimulus"]["split"]
+    if split != "test":
+        why = "reconstructions from the brain are made for test stimuli"
+    elif not model:
+        why = "choose a text-to-image model under Run models"
+    elif not any("brain" in e["source"] for e in payload["reconstructions"]):
+        why = "decode captions from the brain (Run models)"
+    else:
+        why = "not drawn yet: Reconstruct (Run models)"
+    return gr.update(value=None, label=f"From the brain: {why}")
 
 
 def _image(png: bytes) -> Image.Image:
@@ -157,13 +180,15 @@ class ModelRuns:
             with gr.Row():
                 self.status = gr.Markdown(elem_id="ctx-job-status")
                 self.cancel_button = gr.Button("Cancel running jobs", size="sm", variant="stop", scale=0, elem_id="ctx-cancel")
+        # Placed by the page (beside the stimulus): rendered where the page calls .render().
         self.reconstructions = gr.Gallery(
-            label="Reconstructions: images generated from each caption and from the brain-decoded caption (stimulus first)",
+            label="Reconstructions: images generated from each caption (stimulus first)",
             columns=6,
-            height=230,
-            allow_preview=False,
+            height=150,
+            allow_preview=True,
             object_fit="contain",
             elem_id="ctx-reconstructions",
+            render=False,
         )
 
     def sources(self, dataset_id: str) -> list[tuple[str, str]]:

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 
 from backend.service.client import BackendError
-from viewer.matrix_figure import rdm_figure
+from viewer.manifold_panel import caption_lookup
 from viewer.model_runs import FALLBACK_TEXT_TO_IMAGE, follow_job, job_summary
+from viewer.plotly_view import PlotlyView, figure_json
+from viewer.plots import comparison_figure, rdm_figure, rsa_figure
 
 COLUMNS = {
     "source": "captioner",
@@ -39,10 +41,7 @@ class ComparisonTab:
         )
         self.button = gr.Button("Compare captioners", elem_id="ctx-compare-run")
         self.status = gr.Markdown(elem_id="ctx-compare-status")
-        self.plot = gr.ScatterPlot(
-            x="encoding_r", y="image_two_way", color="source", title="Encoding accuracy vs reconstruction quality (image-embedding 2-way)",
-            elem_id="ctx-compare-plot",
-        )
+        self.plot = PlotlyView("ctx-compare-plot", height=440).html
         self.table = gr.Dataframe(label="Per captioner", interactive=False, elem_id="ctx-compare-table")
 
     def wire(self, dataset_state, embedder, generator) -> None:
@@ -57,13 +56,14 @@ class ComparisonTab:
                 return job_summary(job), gr.update(), gr.update()
             frame = pd.DataFrame(job["result"]["rows"])
             table = frame.rename(columns=COLUMNS)
-            note = ""
+            note, y = "", "image_two_way"
             if "image_two_way" not in frame:  # no image embedder for this dataset: plot the pixel metric
-                frame = frame.assign(image_two_way=frame["pixcorr"])
+                y = "pixcorr"
                 note = " No image embedder here (pull a CLIP): the plot shows PixCorr."
             elif frame["image_embedder"].iloc[0] == "sim-scene-reader":
                 note = " Image embedding: the demo world's scene reader (simulated)."
-            return f"Compared {len(frame)} caption sources in {job['elapsed_s']:.1f} s.{note}", frame, table
+            figure = figure_json(comparison_figure(frame.to_dict("records"), y=y))
+            return f"Compared {len(frame)} caption sources in {job['elapsed_s']:.1f} s.{note}", figure, table
 
         self.button.click(compare, [dataset_state, embedder, generator], [self.status, self.plot, self.table])
 
@@ -80,8 +80,8 @@ class RsaTab:
         )
         self.button = gr.Button("Compute RSA", elem_id="ctx-rsa-run")
         self.status = gr.Markdown(elem_id="ctx-rsa-status")
-        # Points, not bars: Gradio stacks coloured bars, and a sum of correlations means nothing.
-        self.plot = gr.ScatterPlot(x="region", y="mean", color="source", title="RDM correlation with each caption model", elem_id="ctx-rsa-plot")
+        # Points with error bars, not bars: a sum of correlations means nothing.
+        self.plot = PlotlyView("ctx-rsa-plot", height=420).html
         self.table = gr.Dataframe(label="Region x caption source", interactive=False, elem_id="ctx-rsa-table")
         gr.Markdown(
             "**The matrices themselves**: a region's RDM beside a caption model's, over the first 100 test stimuli "
@@ -90,7 +90,7 @@ class RsaTab:
         with gr.Row():
             self.region = gr.Dropdown([], label="Region / area", scale=1, elem_id="ctx-rsa-region")
             self.source = gr.Dropdown([], label="Caption source", scale=1, elem_id="ctx-rsa-source")
-        self.matrices = gr.Image(label="RDMs", type="pil", interactive=False, elem_id="ctx-rsa-rdms")
+        self.matrices = PlotlyView("ctx-rsa-rdms", height=460).html
 
     def show_matrices(self, ds, region, source, embedder_id):
         if not (ds and region and source and embedder_id):
@@ -99,11 +99,16 @@ class RsaTab:
             pair = self.client.rdms(ds, region, source, embedder_id)
         except BackendError as err:
             raise gr.Error(str(err)) from None
-        return rdm_figure(
+        try:
+            captions = caption_lookup(self.client, ds)
+        except BackendError:
+            captions = {}
+        return figure_json(rdm_figure(
             [np.asarray(pair["brain"]), np.asarray(pair["model"])],
             [f"brain: {region}", f"text: {source} ({embedder_id.split('/')[-1]})"],
-            footer=f"{len(pair['stimuli'])} stimuli · Spearman {pair['spearman']:.3f}",
-        )
+            [int(i) for i in pair["stimuli"]], captions,
+            footer=f"{len(pair['stimuli'])} stimuli · Spearman {pair['spearman']:.3f} between the two RDMs",
+        ))
 
     def wire(self, dataset_state, embedder) -> None:
         client = self.client
@@ -123,7 +128,7 @@ class RsaTab:
             regions, sources = list(dict.fromkeys(frame["region"])), list(dict.fromkeys(frame["source"]))
             return (
                 f"RSA over {frame['region'].nunique()} regions in {job['elapsed_s']:.1f} s.",
-                frame,
+                figure_json(rsa_figure(frame.to_dict("records"))),
                 wide,
                 gr.update(choices=regions, value=best["region"]),
                 gr.update(choices=sources, value=best["source"]),
