@@ -26,6 +26,13 @@ _USER_SET_OFFLINE = "HF_HUB_OFFLINE" in os.environ
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# numba (UMAP) caches its compiled kernels in the app's cache folder, across processes and
+# restarts: set before anything imports numba (the backend inherits it), so the first manifold
+# after install compiles once, not in every new backend process.
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR",
+    str(Path(os.environ.get("CORTEXTUAL_CACHE") or Path.home() / ".cache" / "cortextual") / "numba"),
+)
 
 DEFAULT_PORT = 7860
 HEALTH_TIMEOUT_S = 90.0
