@@ -1,6 +1,6 @@
-"""Brain and mouse panels: rasterisation geometry, payload sizes, and the Gradio wiring.
+"""Brain and mouse panels: outlines, payload contents and sizes, colour limits, and the Gradio wiring.
 
-No browser here (the explorer's browser test drives the real page); these check the numbers the
+No browser here (tests/test_browser_cortex.py drives the real page); these check the numbers the
 browser code relies on.
 """
 
@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 
-from viewer import surface_views as sv
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +34,6 @@ def fsaverage5(tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="module")
-def rendered(fsaverage5):
-    out = {}
-    for h in ("lh", "rh"):
-        for v in ("lateral", "medial"):
-            out[(h, v)] = sv.render_view(fsaverage5[h]["coords"], fsaverage5[h]["faces"], h, v, px_per_mm=2.0)
-    return out
-
-
 def _blob_labels(coords: np.ndarray, n_regions: int = 5, seed: int = 0) -> np.ndarray:
     """int16 [n]: a few regions, each the vertices nearest to a random seed (0 = none far away)."""
     rng = np.random.default_rng(seed)
@@ -54,117 +44,40 @@ def _blob_labels(coords: np.ndarray, n_regions: int = 5, seed: int = 0) -> np.nd
     return lab
 
 
-# ----------------------------------------------------------------------------- rasterisation
+# ----------------------------------------------------------------------------- outlines and anchors
 
 
-def test_lateral_and_medial_views_show_the_right_side(fsaverage5, rendered):
-    for h in ("lh", "rh"):
-        coords, faces = fsaverage5[h]["coords"], fsaverage5[h]["faces"]
-        mid = np.median(coords[:, 0])
-        lat = rendered[(h, "lateral")]
-        med = rendered[(h, "medial")]
-        x_lat = np.median(coords[np.unique(sv.nearest_vertex(lat.face_id, lat.bary, faces)[lat.face_id >= 0]), 0])
-        x_med = np.median(coords[np.unique(sv.nearest_vertex(med.face_id, med.bary, faces)[med.face_id >= 0]), 0])
-        if h == "lh":  # the left hemisphere's lateral surface faces -x
-            assert x_lat < mid < x_med
-        else:
-            assert x_med < mid < x_lat
+def test_outline_segments_cross_label_boundaries(fsaverage5):
+    from viewer.brain_panel import outline_edges
 
-
-def test_frontal_lobe_points_the_usual_way(fsaverage5, rendered):
-    """lh lateral: anterior (+y) on the image's left; rh lateral: on the right."""
-    for h, sign in (("lh", -1), ("rh", 1)):
-        r = rendered[(h, "lateral")]
-        y = fsaverage5[h]["coords"][:, 1]
-        front, back = y > np.percentile(y, 90), y < np.percentile(y, 10)
-        assert sign * (r.vertex_xy[front, 0].mean() - r.vertex_xy[back, 0].mean()) > 0
-
-
-def test_every_visible_pixel_maps_to_a_valid_vertex(fsaverage5, rendered):
-    for (h, v), r in rendered.items():
-        faces = fsaverage5[h]["faces"]
-        hit = r.face_id >= 0
-        assert 0.4 < hit.mean() < 0.95, (h, v, hit.mean())
-        assert r.face_id.max() < len(faces)
-        near = sv.nearest_vertex(r.face_id, r.bary, faces)
-        assert ((near >= 0) == hit).all()
-        assert near.max() < len(fsaverage5[h]["coords"])
-        w = r.bary[hit]
-        assert np.allclose(w.sum(axis=1), 1, atol=1e-4) and (w >= 0).all()
-        # the corners of the frame are background
-        assert (r.face_id[[0, 0, -1, -1], [0, -1, 0, -1]] == -1).all()
-        # the nearest vertex lies close to the pixel it is seen at (< 1 triangle away)
-        rr, cc = np.nonzero(hit)
-        d = np.hypot(r.vertex_xy[near[hit], 0] - (cc + 0.5), r.vertex_xy[near[hit], 1] - (rr + 0.5))
-        assert np.percentile(d, 99) < 6 * 2.0  # fsaverage5 edges are ~4-5 mm; 2 px per mm
-
-
-def test_zbuffer_keeps_the_nearer_triangle():
-    # Two overlapping triangles: the second is nearer the viewer and must win where they overlap.
-    xy = np.array([[1, 1], [9, 1], [1, 9], [2, 2], [10, 2], [2, 10]], float)
-    depth = np.array([0, 0, 0, 5, 5, 5], float)
-    faces = np.array([[0, 1, 2], [3, 4, 5]])
-    face_id, bary, zbuf = sv.rasterize(xy, depth, faces, (12, 12))
-    assert face_id[3, 3] == 1 and zbuf[3, 3] == 5
-    assert face_id[1, 1] == 0  # only the far triangle covers pixel centre (1.5, 1.5)
-    assert face_id[11, 11] == -1 and np.isneginf(zbuf[11, 11])
-    # covered pixels ~ area of the union: 32 + 32 - 18 (centres on edges count as inside)
-    assert abs((face_id >= 0).sum() - 46) <= 8
-
-
-def test_roi_boundary_pixels_lie_between_different_labels(fsaverage5, rendered):
-    h = "lh"
-    coords, faces = fsaverage5[h]["coords"], fsaverage5[h]["faces"]
-    labels = _blob_labels(coords)
-    r = rendered[(h, "lateral")]
-    near = sv.nearest_vertex(r.face_id, r.bary, faces)
-    mask = sv.label_boundary_mask(near, labels)
-    assert mask.sum() > 50
-    lab = np.where(near >= 0, labels[np.maximum(near, 0)], -1)
-    rows, cols = np.nonzero(mask)
-    right = np.where(cols + 1 < lab.shape[1], lab[rows, np.minimum(cols + 1, lab.shape[1] - 1)], -1)
-    down = np.where(rows + 1 < lab.shape[0], lab[np.minimum(rows + 1, lab.shape[0] - 1), cols], -1)
-    differs = ((right != lab[rows, cols]) & (right >= 0)) | ((down != lab[rows, cols]) & (down >= 0))
-    assert differs.all()
-    assert not sv.label_boundary_mask(near, np.ones_like(labels)).any()
-
-
-def test_outline_segments_separate_labels(fsaverage5):
     coords, faces = fsaverage5["lh"]["coords"], fsaverage5["lh"]["faces"]
     labels = _blob_labels(coords)
-    seg, seg_face, keys = sv.boundary_segments(coords, faces, labels)
-    assert len(seg) > 100
-    lab = labels[faces[seg_face]]
-    assert ((lab[:, 0] != lab[:, 1]) | (lab[:, 1] != lab[:, 2])).all()
-    # each endpoint that is an edge midpoint sits on an edge whose ends carry different labels
-    n = len(coords)
-    k = keys.ravel()
-    edge = k < n * n
-    i, j = k[edge] // n, k[edge] % n
-    assert (labels[i] != labels[j]).all()
-    assert np.allclose(seg.reshape(-1, 3)[edge], (coords[i] + coords[j]) / 2, atol=1e-4)
-    # chained and smoothed, the outline keeps roughly its length and stays on the boundary
-    smooth = sv.smooth_outlines(coords, faces, labels)
-    raw_len = np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1).sum()
-    smooth_len = np.linalg.norm(smooth[:, 1] - smooth[:, 0], axis=1).sum()
-    assert 0.5 * raw_len < smooth_len <= raw_len * 1.001
-    # smoothing moves the outline by less than a triangle (fsaverage5 edges ~4-5 mm)
-    from scipy.spatial import cKDTree
-
-    d, _ = cKDTree(seg.reshape(-1, 3)).query(smooth.reshape(-1, 3))
-    assert np.percentile(d, 95) < 3.0
+    seg = outline_edges(faces, labels)
+    assert seg.shape[1] == 4 and len(seg) > 100
+    # each end is the midpoint of an edge whose two vertices carry different labels
+    for p, q in ((0, 1), (2, 3)):
+        assert (labels[seg[:, p]] != labels[seg[:, q]]).all()
+    # every mixed triangle contributes, uniform ones never
+    f = faces
+    mixed = (labels[f[:, 0]] != labels[f[:, 1]]) | (labels[f[:, 1]] != labels[f[:, 2]])
+    three = (labels[f[:, 0]] != labels[f[:, 1]]) & (labels[f[:, 1]] != labels[f[:, 2]]) & (labels[f[:, 0]] != labels[f[:, 2]])
+    assert len(seg) == mixed.sum() + three.sum()
+    assert len(outline_edges(faces, np.ones(len(coords), np.int16))) == 0
 
 
-def test_visible_segments_are_in_frame(fsaverage5, rendered):
-    coords, faces = fsaverage5["lh"]["coords"], fsaverage5["lh"]["faces"]
-    segs3d = sv.smooth_outlines(coords, faces, _blob_labels(coords))
-    lat = sv.segments_to_pixels(segs3d, rendered[("lh", "lateral")])
-    med = sv.segments_to_pixels(segs3d, rendered[("lh", "medial")])
-    h, w = rendered[("lh", "lateral")].shape
-    assert 0 < len(lat) < len(segs3d) and 0 < len(med) < len(segs3d)
-    assert len(lat) + len(med) < 1.3 * len(segs3d)  # most segments are seen from one side only
-    assert (lat[:, [0, 2]] >= 0).all() and (lat[:, [0, 2]] <= w).all()
-    assert (lat[:, [1, 3]] >= 0).all() and (lat[:, [1, 3]] <= h).all()
+def test_region_anchors_lie_inside_their_region(fsaverage5):
+    from viewer.brain_panel import region_anchors
+
+    coords = fsaverage5["lh"]["coords"]
+    labels = _blob_labels(coords)
+    anchors = region_anchors(coords, labels)
+    assert sorted(lab for lab, _ in anchors) == sorted(set(labels[labels > 0].tolist()))
+    for lab, v in anchors:
+        assert labels[v] == lab
+        region = coords[labels == lab]
+        # near the region's centre: closer to it than most of the region's own vertices
+        d = np.linalg.norm(region - region.mean(axis=0), axis=1)
+        assert np.linalg.norm(coords[v] - region.mean(axis=0)) <= np.percentile(d, 25)
 
 
 # ----------------------------------------------------------------------------- payloads
@@ -194,7 +107,30 @@ def test_per_switch_payload_is_small_and_decodes(capsys):
     assert 0 < payload["vmax"] <= np.nanmax(np.abs(values))
 
 
-def test_static_payload_structure_and_memo(fsaverage5, monkeypatch):
+def test_colour_scale_hint_and_limits():
+    from viewer.canvas_panel import colour_limits, threshold_mask, values_payload
+
+    rng = np.random.default_rng(2)
+    signed = rng.standard_normal(5000).astype(np.float32)
+    r = np.abs(signed) / 4  # a non-negative quantity (r, r^2, fraction of ceiling)
+    p = values_payload(signed)
+    assert p["scale"] == "symmetric" and p["vmin"] == -p["vmax"] and 2 < p["vmax"] < 4
+    q = values_payload(r, cbar_label="r")
+    assert q["scale"] == "sequential" and q["vmin"] == 0 and 0 < q["vmax"] <= r.max() and q["cbar_label"] == "r"
+    # the caller's hint wins: a map of r with a few negative units is still sequential from 0
+    hinted = values_payload(r - 0.05, scale="sequential")
+    assert hinted["scale"] == "sequential" and hinted["vmin"] == 0
+    assert values_payload(r, vmax=0.3)["vmax"] == 0.3 and values_payload(signed, vmax=2)["vmin"] == -2
+    assert values_payload(signed)["threshold"] is None and values_payload(signed, threshold=1.5)["threshold"] == 1.5
+    with pytest.raises(ValueError, match="scale"):
+        colour_limits(r, "logarithmic")
+    v = np.array([-2, -0.5, 0.2, 1.0, np.nan], np.float32)
+    assert threshold_mask(v, 0.6, "symmetric").tolist() == [True, False, False, True, False]
+    assert threshold_mask(v, 0.6, "sequential").tolist() == [False, False, False, True, False]
+    assert threshold_mask(v, None, "sequential").tolist() == [True, True, True, True, False]
+
+
+def test_static_payload_structure_and_memo(fsaverage5):
     from viewer import brain_panel as bp
     from viewer.canvas_panel import unb64
 
@@ -203,37 +139,54 @@ def test_static_payload_structure_and_memo(fsaverage5, monkeypatch):
     vertices = np.flatnonzero(allc[:, 1] < 0)  # a posterior subset, as in Algonauts' challenge space
     labels = _blob_labels(allc)[vertices]
     names = ["none", "A", "B", "C", "D", "E"]
+    # a second kind with the same faces and other coordinates (as pial is to inflated)
+    pial = {h: dict(fsaverage5[h], coords=fsaverage5[h]["coords"] * 0.5) for h in ("lh", "rh")}
+    geometry = {"inflated": fsaverage5, "pial": pial}
     t = time.perf_counter()
-    p = bp.build_static_payload(fsaverage5, vertices, labels, names)
+    p = bp.build_static_payload(geometry, vertices, labels, names)
     first = time.perf_counter() - t
-
-    calls = []
-    real = sv.render_view
-    monkeypatch.setattr(sv, "render_view", lambda *a, **k: calls.append(1) or real(*a, **k))
     t = time.perf_counter()
-    again = bp.build_static_payload(fsaverage5, vertices, labels, names)
-    assert again is p and not calls and time.perf_counter() - t < first / 5
-    # another unit space on the same mesh reuses the rasterisation
-    other = bp.build_static_payload(fsaverage5, None, np.zeros(len(allc), np.int16), ["none"])
-    assert not calls and other["sid"] != p["sid"] and other["n_units"] == len(allc)
+    again = bp.build_static_payload(geometry, vertices, labels, names)
+    assert again is p and time.perf_counter() - t < first / 5
+    other = bp.build_static_payload(fsaverage5, None, np.zeros(len(allc), np.int16), ["none"])  # one mesh: inflated
+    assert other["sid"] != p["sid"] and other["n_units"] == len(allc) and [m["kind"] for m in other["meshes"]] == ["inflated"]
 
     assert p["n_units"] == len(vertices) and p["n_lh"] == n_lh and p["n_total"] == len(allc)
-    assert {(v["hemi"], v["view"]) for v in p["views"]} == {(h, v) for h in ("lh", "rh") for v in ("lateral", "medial")}
+    assert [m["kind"] for m in p["meshes"]] == ["inflated", "pial"]
+    assert len(p["face_sets"]) == 2  # lh and rh faces, shared by both kinds
+    for m, scale in zip(p["meshes"], (1.0, 0.5)):
+        for h in ("lh", "rh"):
+            pos = unb64(m["hemis"][h]["pos_z"], "f2", True).reshape(-1, 3).astype(np.float32)
+            assert np.allclose(pos, fsaverage5[h]["coords"] * scale, atol=0.13)  # float16: <= 0.125 mm at 256 mm
+            fs = p["face_sets"][m["hemis"][h]["faces"]]
+            assert np.array_equal(unb64(fs["faces_z"], fs["dtype"], True).reshape(-1, 3), fsaverage5[h]["faces"])
+            assert len(unb64(fs["outlines_z"], fs["dtype"], True)) % 4 == 0
     uov = unb64(p["unit_of_vertex_z"], "i4", True)
     assert (uov[vertices] == np.arange(len(vertices))).all() and (np.delete(uov, vertices) == -1).all()
     assert (unb64(p["labels_z"], "i2", True)[vertices] == labels).all()
-    for v in p["views"]:
-        fid = unb64(v["face_id_z"], v["face_dtype"], True).reshape(v["h"], v["w"])
-        n_faces = len(fsaverage5[v["hemi"]]["faces"])
-        seen = fid[fid != np.iinfo(fid.dtype).max]
-        assert seen.size > 0.4 * fid.size and seen.max() < n_faces
-        vxy = unb64(v["vxy_z"], "u2", True).reshape(-1, 2) / 16
-        assert vxy.shape[0] == len(fsaverage5[v["hemi"]]["coords"])
-        assert vxy[:, 0].max() <= v["w"] and vxy[:, 1].max() <= v["h"]
-        assert 0 <= v["x"] and v["x"] + v["w"] <= p["width"] and v["y"] + v["h"] <= p["height"]
+    assert {a["label"] for a in p["anchors"]} <= set(range(1, len(names))) and p["anchors"]
+    assert set(p["luts"]) >= {"RdBu_r", "viridis"} and len(unb64(p["luts"]["viridis"], "u1")) == 256 * 3
+    assert p["presets"] == ["lateral", "medial", "ventral", "dorsal", "posterior"]
+    with pytest.raises(ValueError, match="roi labels"):
+        bp.build_static_payload(geometry, vertices[:5], labels, names)
+    with pytest.raises(ValueError, match="kinds"):
+        bp.build_static_payload({"sphere-ish": fsaverage5}, None, np.zeros(len(allc), np.int16), ["none"])
+
+
+def test_static_payload_of_all_fsaverage5_meshes_is_sent_once_and_small(tmp_path):
+    """The four meshes the panel offers (inflated, pial, white, flat), as the viewer sends them once per dataset."""
+    from backend.data.surface import load_hemispheres
+    from viewer import brain_panel as bp
+
+    geometry = {k: {h: {"coords": x.coords, "faces": x.faces, "sulc": x.sulc} for h, x in load_hemispheres(kind=k).items()}
+                for k in bp.MESH_KINDS}
+    n = sum(len(geometry["inflated"][h]["coords"]) for h in ("lh", "rh"))
+    p = bp.build_static_payload(geometry, None, np.zeros(n, np.int16), ["none"])
+    assert [m["kind"] for m in p["meshes"]] == list(bp.MESH_KINDS)
+    assert len(p["face_sets"]) == 4  # inflated, pial and white share faces; the flat patch is cut
     nbytes = len(json.dumps(p))
-    print(f"\n[panels] static payload {nbytes / 1e6:.2f} MB, built in {first:.2f} s")
-    assert nbytes < 3_000_000
+    print(f"\n[panels] static payload, 4 meshes: {nbytes / 1e6:.2f} MB")
+    assert nbytes < 1_500_000
 
 
 def test_mouse_static_payload():
@@ -257,6 +210,7 @@ def test_mouse_static_payload():
     assert np.array_equal(unb64(p["area_z"], "i2", True), space["area"])
     assert [o["name"] for o in p["outlines"]] == areas
     assert [e["name"] for e in p["extra"]] == ["depth"]
+    assert set(p["luts"]) >= {"RdBu_r", "viridis"}  # the same colour controls as the brain panel
     assert build_static_payload(space) is p
 
 
@@ -315,6 +269,9 @@ def test_blocks_with_both_panels(fsaverage5):
         assert "id=" not in props["html_template"]  # no page-global ids: panels can repeat
         assert "${" not in props["html_template"] and "{{" not in props["html_template"]
     assert len({c["props"]["head"] for c in html}) == 1  # one script, deduplicated by the page
+    head = html[0]["props"]["head"]
+    assert '<script src="/gradio_api/file=' in head and "three.min.js" in head and len(head) < 200_000  # three.js is not inlined
+    assert [f.__name__ for f in brain.html.server_fns] == ["export_figure"] and not mouse.html.server_fns
 
     # Run the two events the way the server does and look at what would go over the wire.
     fn_switch = next(f for f in demo.fns.values() if f.name == "switch")

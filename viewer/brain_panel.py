@@ -1,165 +1,206 @@
-"""Brain panel: a stimulus's response on the inflated cortical surface (both hemispheres).
+"""Brain panel: a stimulus's response on an interactive WebGL cortex (both hemispheres, one canvas).
 
-Once per geometry the server rasterises fixed views (viewer.surface_views) and sends them to the
-browser in the component's ``static_data`` prop: per view a triangle-id image, the vertices'
-pixel positions and shading, and the region outlines as vector segments; plus the faces, sulcal
-depth, region labels and the unit -> vertex map. Each stimulus switch then sends only the
-component's ``value``: the per-unit values as base64 float16 (41 KB for 20,484 vertices), and the
-browser colours each pixel from its triangle's three vertices on a 2-D canvas (no WebGL).
+Once per (dataset, unit space) the server sends the browser, in the component's ``static_data``
+prop, the fsaverage5 meshes (inflated, pial, white, flat: vertex positions as float16, faces as
+uint16, all deflated), the sulcal grey, the region labels with their outlines (as pairs of mesh
+edges, so they follow whichever mesh is shown) and name anchors, the unit -> vertex map and the
+colour maps. Each stimulus switch then sends only the component's ``value``: per-unit values as
+base64 float16 (41 KB for 20,484 vertices) and suggested colour limits. The browser
+(``static/panels.js``, three.js) rotates, zooms and pans the cortex, switches mesh and preset view,
+colours it with the user's colour scale and reports vertex, region and value under the pointer,
+all without a round trip.
 
-Gradio mechanism: one ``gr.HTML`` with a static template, the panel code injected once through
-``head=`` (shared by every panel on the page) and started by ``js_on_load``; the code ``watch``es
-``value`` and ``static_data``. A Python handler returning ``gr.update(value=...)`` sends only the
-value; ``gr.update(static_data=...)`` (an HTML "prop" update) sends the geometry.
+"Export figure" calls :func:`export_figure` (a ``gr.HTML`` server function): a print-resolution
+PNG rendered off-screen with pyvista (``viewer.figure_export``) with the browser's colour scale.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import time
 
 import numpy as np
 
-from viewer import surface_views as sv
-from viewer.canvas_panel import CanvasPanel, MemoCache, b64, diverging_lut, hash_arrays
+from viewer.canvas_panel import CanvasPanel, MemoCache, b64, colormap_luts, decode_values, hash_arrays, sulc_grey
 
-_RASTER_CACHE = MemoCache()  # (geometry hash, views, px_per_mm) -> rendered views
-_PAYLOAD_CACHE = MemoCache()  # + unit space hash -> payload dict
+HEMIS = ("lh", "rh")
+#: Mesh kinds offered, in menu order (backend names); the first is shown first.
+MESH_KINDS = ("inflated", "pial", "white_matter", "flat")
+MESH_LABELS = {"inflated": "inflated", "pial": "pial", "white_matter": "white", "flat": "flat"}
+PRESETS = ("lateral", "medial", "ventral", "dorsal", "posterior")
 
-
-def sulc_grey(sulc: np.ndarray | None, n: int) -> np.ndarray:
-    """Per-vertex background grey, uint8 [n]: light gyri, darker sulci (FreeSurfer sulc > 0 = deep)."""
-    if sulc is None:
-        return np.full(n, 190, np.uint8)
-    s = np.nan_to_num(np.asarray(sulc, np.float32))
-    g = 0.70 - 0.13 * np.tanh(3.0 * s)  # soft step: 0.83 on gyri, 0.57 in sulci
-    return np.clip(g * 255, 0, 255).round().astype(np.uint8)
+_PAYLOAD_CACHE = MemoCache()  # (geometry hash, unit space hash) -> payload dict
+_EXPORT_SOURCES = MemoCache(size=12)  # payload sid -> what a figure export needs
 
 
-def _layout(shapes: dict[tuple[str, str], tuple[int, int]], views, gap: int, top: int, bottom: int):
-    """Grid: columns lh, rh; rows = views. Returns ({(hemi, view): (x, y)}, width, height)."""
-    col_w = [max(shapes[(h, v)][1] for v in views) for h in sv.HEMIS]
-    row_h = [max(shapes[(h, v)][0] for h in sv.HEMIS) for v in views]
-    pos = {}
-    y = top
-    for r, v in enumerate(views):
-        x = 0
-        for c, h in enumerate(sv.HEMIS):
-            hh, ww = shapes[(h, v)]
-            # lh hugs the midline from the left, rh from the right: hemispheres sit close together.
-            ox = x + (col_w[c] - ww if c == 0 else 0)
-            pos[(h, v)] = (ox, y + (row_h[r] - hh) // 2)
-            x += col_w[c] + gap
-        y += row_h[r] + gap
-    width = sum(col_w) + gap
-    return pos, width, y - gap + bottom
+def outline_edges(faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Region outlines through the mesh, int32 [k, 4]: each row (p, q, r, s) is a segment from the
+    midpoint of edge (p, q) to the midpoint of edge (r, s), crossing a triangle whose corners carry
+    different labels. Given by vertex ids, the outlines follow any mesh with these faces.
+
+    faces int [m, 3]; labels int [n] (per vertex, 0 = no region, which is outlined too).
+    """
+    f = np.asarray(faces, np.int64)
+    la, lb, lc = (np.asarray(labels)[f[:, k]] for k in range(3))
+    a, b, c = f[:, 0], f[:, 1], f[:, 2]
+    out = []
+    # two corners agree: the segment joins the two edges that leave the odd corner
+    for keep, (p, q, odd) in (((la == lb) & (lb != lc), (a, b, c)), ((lb == lc) & (lc != la), (b, c, a)), ((la == lc) & (lc != lb), (a, c, b))):
+        out.append(np.stack([p[keep], odd[keep], q[keep], odd[keep]], axis=1))
+    # three labels: two segments from the middle of edge (a, b), bounding a's and b's regions
+    three = (la != lb) & (lb != lc) & (la != lc)
+    out.append(np.stack([a[three], b[three], a[three], c[three]], axis=1))
+    out.append(np.stack([a[three], b[three], b[three], c[three]], axis=1))
+    return np.concatenate(out).astype(np.int32)
 
 
-def _render_geometry(geometry: dict, views: tuple[str, ...], px_per_mm: float) -> dict:
-    """Rasterise every (hemi, view) once and pack the geometry-only part of the payload."""
-    key = (hash_arrays(*(geometry[h][k] for h in sv.HEMIS for k in ("coords", "faces"))), views, px_per_mm)
-    hit = _RASTER_CACHE.get(key)
-    if hit is not None:
-        return hit
-    rendered, shapes = {}, {}
-    for h in sv.HEMIS:
-        coords = np.asarray(geometry[h]["coords"], np.float64)
-        faces = np.asarray(geometry[h]["faces"], np.int64)
-        for v in views:
-            r = sv.render_view(coords, faces, h, v, px_per_mm=px_per_mm)
-            rendered[(h, v)] = r
-            shapes[(h, v)] = r.shape
-    gap = int(round(4 * px_per_mm))
-    pos, width, height = _layout(shapes, views, gap, top=int(16 * px_per_mm), bottom=int(26 * px_per_mm))
-    n_lh = len(geometry["lh"]["coords"])
-    out = {"rendered": rendered, "pos": pos, "width": width, "height": height, "n_lh": n_lh, "key": key}
-    _RASTER_CACHE.put(key, out)
+def region_anchors(coords: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
+    """[(label, vertex)]: for each region (label > 0) the vertex of that region nearest its
+    centroid, where the browser writes the region's name. coords float [n, 3]; labels int [n]."""
+    out = []
+    for lab in np.unique(labels):
+        if lab <= 0:
+            continue
+        idx = np.flatnonzero(labels == lab)
+        centre = coords[idx].mean(axis=0)
+        out.append((int(lab), int(idx[np.argmin(((coords[idx] - centre) ** 2).sum(axis=1))])))
     return out
 
 
-def build_static_payload(
-    geometry: dict,
-    vertices: np.ndarray | None,
-    roi_labels: np.ndarray,
-    roi_names,
-    views: tuple[str, ...] = ("lateral", "medial"),
-    px_per_mm: float = 2.5,
-) -> dict:
-    """Everything the browser needs once for one (mesh, unit space); JSON-able, memoised.
+def _as_kinds(geometry: dict) -> dict:
+    """{kind: {"lh"/"rh": {...}}} from either that or a single mesh {"lh"/"rh": {...}} (inflated)."""
+    if set(geometry) >= set(HEMIS):
+        return {"inflated": geometry}
+    unknown = set(geometry) - set(MESH_KINDS)
+    if unknown or not geometry:
+        raise ValueError(f"geometry kinds must be among {MESH_KINDS}, got {sorted(geometry)}")
+    return {k: geometry[k] for k in MESH_KINDS if k in geometry}
 
-    geometry {"lh"/"rh": {"coords" float32 [n_h, 3] mm, "faces" int32 [m_h, 3], "sulc" float32 [n_h]}};
-    vertices int64 [n_units] into the concatenated lh+rh vertices, or None for all of them;
-    roi_labels int16 [n_units] (0 = none); roi_names list[str] indexed by label.
-    Binary fields are base64 (``*_z``: zlib-deflated). Pixel coordinates are uint16 in 1/16 px.
+
+def build_static_payload(geometry: dict, vertices: np.ndarray | None, roi_labels: np.ndarray, roi_names) -> dict:
+    """Everything the browser needs once for one (meshes, unit space); JSON-able, memoised.
+
+    geometry: {kind: {"lh"/"rh": {"coords" float32 [n_h, 3] mm, "faces" int32 [m_h, 3],
+    "sulc" float32 [n_h]}}} for kinds among MESH_KINDS (or one such {"lh", "rh"} mesh, taken as
+    inflated); every kind has the same vertices. vertices int64 [n_units] into the concatenated
+    lh+rh vertices, or None for all of them; roi_labels int16 [n_units] (0 = none); roi_names
+    list[str] indexed by label. Binary fields are base64 (``*_z``: zlib-deflated).
     """
-    views = tuple(views)
-    geo = _render_geometry(geometry, views, float(px_per_mm))
-    n_lh = geo["n_lh"]
-    n_total = n_lh + len(geometry["rh"]["coords"])
+    kinds = _as_kinds(geometry)
+    first = kinds[next(iter(kinds))]
+    n_lh = len(first["lh"]["coords"])
+    n_total = n_lh + len(first["rh"]["coords"])
     roi_labels = np.asarray(roi_labels)
-    key = (geo["key"], hash_arrays(None if vertices is None else np.asarray(vertices, np.int64), roi_labels), tuple(roi_names))
+    geo_key = hash_arrays(*(np.asarray(kinds[k][h][f]) for k in kinds for h in HEMIS for f in ("coords", "faces")))
+    key = (geo_key, tuple(kinds), hash_arrays(None if vertices is None else np.asarray(vertices, np.int64), roi_labels), tuple(roi_names))
     hit = _PAYLOAD_CACHE.get(key)
     if hit is not None:
         return hit
 
-    if vertices is None:
-        vertices = np.arange(n_total, dtype=np.int64)
-    vertices = np.asarray(vertices, np.int64)
+    vertices = np.arange(n_total, dtype=np.int64) if vertices is None else np.asarray(vertices, np.int64)
     if len(vertices) != len(roi_labels):
         raise ValueError(f"{len(vertices)} vertices but {len(roi_labels)} roi labels")
     if vertices.size and (vertices.min() < 0 or vertices.max() >= n_total):
         raise ValueError(f"vertex indices must lie in 0..{n_total - 1}")
+    for k, g in kinds.items():
+        if len(g["lh"]["coords"]) != n_lh or len(g["lh"]["coords"]) + len(g["rh"]["coords"]) != n_total:
+            raise ValueError(f"mesh {k!r} has other vertices than {next(iter(kinds))!r}")
     unit_of_vertex = np.full(n_total, -1, np.int32)
     unit_of_vertex[vertices] = np.arange(len(vertices), dtype=np.int32)
     vertex_label = np.zeros(n_total, np.int16)
     vertex_label[vertices] = roi_labels.astype(np.int16)
+    offset = {"lh": 0, "rh": n_lh}
 
-    hemi_offset = {"lh": 0, "rh": n_lh}
-    faces_out, view_out = {}, []
-    for h in sv.HEMIS:
-        faces = np.asarray(geometry[h]["faces"], np.int64)
-        fdt = "<u2" if faces.max() < 65535 else "<u4"
-        faces_out[h] = {"faces_z": b64(faces.astype(fdt), True), "dtype": fdt[1:], "n_vertices": int(len(geometry[h]["coords"]))}
-        labels_h = vertex_label[hemi_offset[h] : hemi_offset[h] + len(geometry[h]["coords"])]
-        segs3d = sv.smooth_outlines(geometry[h]["coords"], faces, labels_h)
-        for v in views:
-            r = geo["rendered"][(h, v)]
-            hgt, wid = r.shape
-            fid_dt = "<u2" if len(faces) < 65535 else "<u4"
-            empty = np.iinfo(fid_dt).max
-            fid = np.where(r.face_id >= 0, r.face_id, empty).astype(fid_dt)
-            segs = sv.segments_to_pixels(segs3d, r)
-            x, y = geo["pos"][(h, v)]
-            view_out.append({
-                "hemi": h, "view": v, "x": int(x), "y": int(y), "w": int(wid), "h": int(hgt),
-                "face_id_z": b64(fid, True), "face_dtype": fid_dt[1:],
-                # 1/16 px fixed point: exact enough for barycentrics, half the bytes of float32
-                "vxy_z": b64(np.clip(np.round(r.vertex_xy * 16), 0, 65535).astype("<u2"), True),
-                "shade_z": b64(np.round(r.shade * 255).astype(np.uint8), True),
-                "segs_z": b64(np.clip(np.round(segs * 16), 0, 65535).astype("<u2"), True),
-            })
+    face_sets: list[dict] = []  # meshes sharing faces (inflated, pial, white) share one entry
+    face_index: dict[tuple, int] = {}
+    meshes = []
+    for kind, g in kinds.items():
+        entry = {"kind": kind, "label": MESH_LABELS[kind], "hemis": {}}
+        for h in HEMIS:
+            coords = np.asarray(g[h]["coords"], np.float32).copy()
+            if kind == "flat":
+                coords[:, 2] = 0.0  # the flat patch lies in x-y; drop its residual depth
+            faces = np.asarray(g[h]["faces"], np.int64)
+            fkey = (h, hash_arrays(faces))  # per hemisphere: the outlines follow that hemisphere's labels
+            if fkey not in face_index:
+                labels_h = vertex_label[offset[h] : offset[h] + len(coords)]
+                face_index[fkey] = len(face_sets)
+                fdt = "<u2" if faces.max() < 65535 else "<u4"
+                face_sets.append({
+                    "faces_z": b64(faces.astype(fdt), True),
+                    "outlines_z": b64(outline_edges(faces, labels_h).astype(fdt), True),
+                    "dtype": fdt[1:],
+                })
+            # float16 positions: 0.06-0.12 mm steps over +-256 mm, finer than the display needs
+            entry["hemis"][h] = {"pos_z": b64(coords.astype("<f2"), True), "faces": face_index[fkey]}
+        meshes.append(entry)
 
-    sulc = np.concatenate([
-        sulc_grey(geometry[h].get("sulc"), len(geometry[h]["coords"])) for h in sv.HEMIS
-    ])
+    ref = kinds.get("inflated", first)
+    anchors = [
+        {"hemi": h, "label": lab, "vertex": v}
+        for h in HEMIS
+        for lab, v in region_anchors(np.asarray(ref[h]["coords"], np.float32), vertex_label[offset[h] : offset[h] + len(ref[h]["coords"])])
+    ]
+    sulc = np.concatenate([sulc_grey(ref[h].get("sulc"), len(ref[h]["coords"])) for h in HEMIS])
     payload = {
         "kind": "surface",
         "sid": hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest(),
-        "width": int(geo["width"]),
-        "height": int(geo["height"]),
-        "px_per_mm": float(px_per_mm),
         "n_lh": int(n_lh),
         "n_total": int(n_total),
         "n_units": int(len(vertices)),
-        "hemis": faces_out,
-        "views": view_out,
+        "meshes": meshes,
+        "face_sets": face_sets,
+        "presets": list(PRESETS),
         "sulc_z": b64(sulc, True),
         "labels_z": b64(vertex_label.astype("<i2"), True),
         "unit_of_vertex_z": b64(unit_of_vertex.astype("<i4"), True),
         "roi_names": [str(n) for n in roi_names],
-        "lut": b64(diverging_lut()),
+        "anchors": anchors,
+        "luts": colormap_luts(),
     }
     _PAYLOAD_CACHE.put(key, payload)
+    _EXPORT_SOURCES.put(payload["sid"], {"kinds": kinds, "vertices": vertices, "n_total": n_total})
     return payload
+
+
+def export_figure(sid: str, values_b64: str, settings: dict) -> dict:
+    """Server function behind "Export figure": {"png": base64 PNG, "ms", "width", "height"} or
+    {"error": one line}.
+
+    sid: the static payload the browser shows; values_b64: the shown per-unit values (base64
+    float16, as sent); settings: {"mesh", "cmap", "scale", "vmin", "vmax", "threshold", "title",
+    "units", "transparent", "views"} from the browser's controls.
+    """
+    from viewer.figure_export import render_figure
+
+    source = _EXPORT_SOURCES.get(str(sid))
+    if source is None:
+        return {"error": "this surface is no longer held by the viewer; reselect the dataset and export again"}
+    try:
+        units = decode_values(values_b64 or "")
+        if len(units) != len(source["vertices"]):
+            return {"error": f"{len(units)} values for {len(source['vertices'])} units"}
+        per_vertex = np.full(source["n_total"], np.nan, np.float32)
+        per_vertex[source["vertices"]] = units
+        kind = settings.get("mesh") if settings.get("mesh") in source["kinds"] else next(iter(source["kinds"]))
+        t0 = time.perf_counter()
+        png = render_figure(
+            source["kinds"][kind], per_vertex,
+            cmap=str(settings.get("cmap") or "RdBu_r"), scale=str(settings.get("scale") or "symmetric"),
+            vmin=float(settings["vmin"]), vmax=float(settings["vmax"]),
+            threshold=float(settings["threshold"]) if settings.get("threshold") not in (None, "") else None,
+            title=str(settings.get("title") or ""), units=str(settings.get("units") or ""),
+            transparent=bool(settings.get("transparent")), flat=kind == "flat",
+        )
+        ms = 1000 * (time.perf_counter() - t0)
+    except (KeyError, TypeError, ValueError) as err:
+        return {"error": f"cannot export: {err}"}
+    from PIL import Image
+    import io
+
+    width, height = Image.open(io.BytesIO(png)).size
+    return {"png": base64.b64encode(png).decode("ascii"), "ms": round(ms), "width": width, "height": height}
 
 
 # ----------------------------------------------------------------------------- the component
@@ -169,24 +210,31 @@ class BrainPanel(CanvasPanel):
     """Cortical-surface panel; create inside a ``gr.Blocks()`` context.
 
     panel.static_payload(geometry, vertices, roi_labels, roi_names) -> gr.update carrying the
-        geometry (send once per dataset / unit space); the rest as in :class:`CanvasPanel`.
+        meshes (send once per dataset / unit space); the rest as in :class:`CanvasPanel`.
+    ``views`` and ``px_per_mm`` are accepted for compatibility and ignored: the preset views are
+    buttons in the panel.
     """
 
     css_class = "ctx-brain"
-    js_mount = "CortextualPanels.mountBrain(element, props, watch);"
+    js_mount = "CortextualPanels.mountBrain(element, props, watch, typeof server === 'undefined' ? null : server);"
+    stage_html = (
+        '<canvas class="ctx-canvas ctx-gl" width="8" height="8"></canvas><div class="ctx-names"></div>'
+    )
+    extra_controls = (
+        '<label>mesh <select class="ctx-mesh"></select></label>'
+        '<label title="Region outlines and names"><input class="ctx-outlines" type="checkbox" checked> regions</label>'
+        '<span class="ctx-views">'
+        + "".join(f'<button type="button" class="ctx-view" data-view="{p}">{p}</button>' for p in PRESETS)
+        + "</span>"
+        '<button type="button" class="ctx-export" title="Publication PNG (2400 px and wider) rendered on the server">Export figure</button>'
+        '<label title="Transparent background in the exported figure"><input class="ctx-transparent" type="checkbox"> transparent</label>'
+    )
+    server_functions = (export_figure,)
 
-    def __init__(
-        self,
-        label: str = "Brain response",
-        views: tuple[str, ...] = ("lateral", "medial"),
-        px_per_mm: float = 2.5,
-        elem_classes: list[str] | None = None,
-        **html_kwargs,
-    ):
-        self.views = tuple(views)
-        self.px_per_mm = float(px_per_mm)
+    def __init__(self, label: str = "Brain response", views=None, px_per_mm=None, elem_classes: list[str] | None = None, **html_kwargs):
         super().__init__(label, elem_classes, **html_kwargs)
 
     def static_payload(self, geometry, vertices, roi_labels, roi_names) -> dict:
-        """gr.update setting the panel's geometry; memoised per (geometry, unit space)."""
-        return self._static_update(build_static_payload(geometry, vertices, roi_labels, roi_names, self.views, self.px_per_mm))
+        """gr.update setting the panel's meshes; memoised per (meshes, unit space). ``geometry`` is
+        {kind: {"lh", "rh"}} (see :func:`build_static_payload`) or one inflated {"lh", "rh"} mesh."""
+        return self._static_update(build_static_payload(geometry, vertices, roi_labels, roi_names))

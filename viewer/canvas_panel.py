@@ -1,9 +1,15 @@
-"""What the brain and mouse panels share: one ``gr.HTML`` driven by a canvas script.
+"""What the brain and mouse panels share: one ``gr.HTML`` driven by the panel script, and the colour scale.
 
 Each panel is a ``gr.HTML`` whose template never changes (so the canvas it holds is never
-replaced), the panel code (``static/panels.js``) injected once through ``head=``, and two inputs
-the code watches: the ``static_data`` prop, sent once per dataset, and ``value``, sent on every
-stimulus switch with only per-unit values (base64 float16).
+replaced), the panel code (``static/panels.js``) injected once through ``head=`` after the vendored
+three.js (``static/vendor/three.min.js``, served as a static file, not inlined), and two inputs the
+code watches: the ``static_data`` prop, sent once per dataset, and ``value``, sent on every stimulus
+switch with only per-unit values (base64 float16) plus the suggested colour limits.
+
+Colour is the user's, in the browser: colormap, symmetric (diverging, centred on 0) or sequential
+(from 0 up), vmin/vmax, threshold (below it the surface shows through, as nilearn's ``threshold``)
+and "lock scale" across switches. The colour maps are matplotlib's, sampled here once
+(:func:`colormap_luts`) so the browser and the exported figure use the same colours.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ import numpy as np
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PROP = "static_data"  # the gr.HTML prop carrying the once-per-dataset payload
+VENDOR_DIR = STATIC_DIR / "vendor"  # third-party browser code, served as static files
 
-# ColorBrewer RdBu (11 classes), reversed: blue = negative, red = positive, white at 0.
-_RDBU_R = [
-    "#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
-    "#fddbc7", "#f4a582", "#d6604d", "#b2182b", "#67001f",
-]
+#: Colour maps offered in the panels (matplotlib names); the first of each kind is its default.
+SYMMETRIC_CMAPS = ("RdBu_r", "coolwarm", "PuOr_r", "seismic")
+SEQUENTIAL_CMAPS = ("viridis", "inferno", "magma", "hot", "cividis", "Greys")
+SCALES = ("symmetric", "sequential")
 
 
 def b64(array: np.ndarray, compress: bool = False) -> str:
@@ -70,12 +76,58 @@ def symmetric_limit(values: np.ndarray, percentile: float = 99.5) -> float:
     return lim if lim > 0 else (float(a.max()) or 1.0)
 
 
-def diverging_lut(n: int = 256) -> np.ndarray:
-    """uint8 [n, 3]: the RdBu_r colour map sampled at n points from -1 to 1."""
-    stops = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in _RDBU_R], float)
-    x = np.linspace(0, 1, len(stops))
-    t = np.linspace(0, 1, n)
-    return np.stack([np.interp(t, x, stops[:, k]) for k in range(3)], axis=1).round().astype(np.uint8)
+def colormap_luts(n: int = 256) -> dict[str, str]:
+    """{matplotlib colormap name: base64 of uint8 [n, 3] RGB}, for every map the panels offer."""
+    return _LUTS_CACHE.setdefault(n, {name: b64(colormap_lut(name, n)) for name in (*SYMMETRIC_CMAPS, *SEQUENTIAL_CMAPS)})
+
+
+_LUTS_CACHE: dict[int, dict[str, str]] = {}
+
+
+def colormap_lut(name: str, n: int = 256) -> np.ndarray:
+    """uint8 [n, 3]: matplotlib's colour map ``name`` sampled at n points from its low to its high end."""
+    from matplotlib import colormaps
+
+    if name not in colormaps:
+        raise ValueError(f"unknown colour map {name!r}")
+    return (colormaps[name](np.linspace(0.0, 1.0, n))[:, :3] * 255).round().astype(np.uint8)
+
+
+def sulc_grey(sulc: np.ndarray | None, n: int) -> np.ndarray:
+    """Per-vertex background grey, uint8 [n]: light gyri, darker sulci (FreeSurfer sulc > 0 = deep)."""
+    if sulc is None:
+        return np.full(n, 190, np.uint8)
+    s = np.nan_to_num(np.asarray(sulc, np.float32))
+    g = 0.70 - 0.13 * np.tanh(3.0 * s)  # soft step: 0.83 on gyri, 0.57 in sulci
+    return np.clip(g * 255, 0, 255).round().astype(np.uint8)
+
+
+def colour_limits(values: np.ndarray, scale: str, vmax: float | None = None) -> tuple[float, float]:
+    """(vmin, vmax) a panel starts from: symmetric -> (-L, L) with L the 99.5th percentile of |v|;
+    sequential -> (0, 99.5th percentile of v). ``vmax`` fixes the upper end (and -vmax the lower)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
+    if scale == "symmetric":
+        lim = float(vmax) if vmax else symmetric_limit(values)
+        return -lim, lim
+    v = np.asarray(values, np.float32)
+    v = v[np.isfinite(v)]
+    if vmax:
+        hi = float(vmax)
+    elif v.size:
+        hi = float(np.percentile(v, 99.5)) if v.size > 20 else float(v.max())
+    else:
+        hi = 1.0
+    return 0.0, hi if hi > 0 else 1.0
+
+
+def threshold_mask(values: np.ndarray, threshold: float | None, scale: str) -> np.ndarray:
+    """bool [n]: values drawn (not NaN and at or above the threshold: |v| for symmetric, v for sequential)."""
+    v = np.asarray(values, np.float32)
+    shown = np.isfinite(v)
+    if threshold:
+        shown &= (np.abs(v) if scale == "symmetric" else v) >= float(threshold)
+    return shown
 
 
 def html_literal(text: str) -> str:
@@ -91,9 +143,10 @@ def _read_static(name: str) -> str:
 
 
 def panel_head() -> str:
-    """The <head> snippet all panels share. gr.HTML dedupes inline scripts by their text, so the
-    code is injected once however many panels (brain or mouse) the page has."""
-    return "<script>\n" + _read_static("panels.js") + "\n</script>"
+    """The <head> snippet all panels share: three.js as a static file (deduplicated by src) and the
+    panel code inline (deduplicated by its text), so each is loaded once however many panels
+    (brain or mouse) the page has."""
+    return f'<script src="{vendor_url("three.min.js")}"></script>\n<script>\n' + _read_static("panels.js") + "\n</script>"
 
 
 def panel_css() -> str:
@@ -143,19 +196,36 @@ def values_payload(
     vmax: float | None = None,
     threshold: float | None = None,
     cbar_label: str = "",
+    scale: str | None = None,
 ) -> dict:
-    """The per-switch payload: values float [n_units] (NaN = no data) as base64 float16 and the
-    symmetric colour limit. ~55 KB of JSON for 20,484 values."""
+    """The per-switch payload: values float [n_units] (NaN = no data) as base64 float16, the colour
+    scale hint and the limits the browser starts from unless the user locked them. ~55 KB of JSON
+    for 20,484 values.
+
+    scale: "symmetric" (diverging around 0) or "sequential" (0 up: r, r^2, fraction of ceiling);
+    None picks sequential when no value is negative. vmax: fixed upper limit (default: the 99.5th
+    percentile of |v| or v). threshold: values below it (|v| when symmetric) show the surface.
+    """
     v = np.asarray(values, np.float32).ravel()
-    lim = float(vmax) if vmax else symmetric_limit(v)
+    if scale is None:
+        finite = v[np.isfinite(v)]
+        scale = "sequential" if finite.size and finite.min() >= 0 else "symmetric"
+    lo, hi = colour_limits(v, scale, vmax)
     return {
         "v": encode_values(v),
         "n": int(v.size),
-        "vmax": lim,
-        "threshold": float(threshold) if threshold else 0.0,
+        "scale": scale,
+        "vmin": lo,
+        "vmax": hi,
+        "threshold": float(threshold) if threshold else None,
         "title": str(title),
         "cbar_label": str(cbar_label),
     }
+
+
+def vendor_url(name: str) -> str:
+    """URL of a vendored file under Gradio's static-file route (see gr.set_static_paths)."""
+    return "/gradio_api/file=" + str((VENDOR_DIR / name).resolve())
 
 
 class CanvasPanel:
@@ -164,15 +234,24 @@ class CanvasPanel:
     panel.outputs: [gr.HTML] to list as an event's outputs.
     panel.values_update(values, title) -> gr.update carrying only the values (every switch);
         pass ``static=`` a subclass's ``static_payload(...)`` to send both in one go.
+
+    In the browser, after each repaint with new values the panel's root element (the one with
+    the panel's ``elem_id``) gets ``data-paints`` incremented and ``data-title`` set to the title.
     """
 
     css_class = ""
     js_mount = ""
+    #: extra controls (HTML) a subclass puts in the toolbar, and the stage's inner HTML
+    extra_controls = ""
+    stage_html = '<canvas class="ctx-canvas" width="8" height="8"></canvas>'
+    server_functions: tuple = ()
 
     def __init__(self, label: str, elem_classes: list[str] | None = None, **html_kwargs) -> None:
         import gradio as gr
 
+        gr.set_static_paths([VENDOR_DIR])
         self.label = label
+        extra = {"server_functions": list(self.server_functions)} if self.server_functions else {}
         self.html = gr.HTML(
             value=None,
             html_template=self._template(label),
@@ -182,20 +261,35 @@ class CanvasPanel:
             apply_default_css=False,
             elem_classes=["ctx-panel-host", *(elem_classes or [])],
             **{STATIC_PROP: None},
+            **extra,
             **html_kwargs,
         )
         self.outputs = [self.html]
 
     def _template(self, label: str) -> str:
         # Constant text: gr.HTML re-renders (and DOM-morphs) only when the rendered template
-        # changes, so the canvases the script draws into are never replaced.
+        # changes, so the canvases the script draws into are never replaced. Options of the
+        # colour-map menu are filled in by the script from the static payload.
+        scales = "".join(f'<option value="{s}">{s}</option>' for s in ("auto", *SCALES))
         return (
             f'<div class="ctx-panel {self.css_class}">'
             f'<div class="ctx-head"><span class="ctx-label">{html_literal(label)}</span>'
             '<span class="ctx-status">waiting for data</span>'
-            '<button type="button" class="ctx-png" title="Download this figure as PNG">PNG</button></div>'
-            '<div class="ctx-stage"><canvas class="ctx-canvas" width="8" height="8"></canvas>'
-            '<div class="ctx-tip" hidden></div></div>'
+            '<button type="button" class="ctx-png" title="Download what the panel shows as PNG">PNG</button></div>'
+            '<div class="ctx-controls">'
+            '<label title="Colour map">map <select class="ctx-cmap"><option value="auto">auto</option></select></label>'
+            f'<label title="Symmetric: diverging around 0; sequential: from 0 up">scale <select class="ctx-scale">{scales}</select></label>'
+            '<label>min <input class="ctx-vmin" type="number" step="any"></label>'
+            '<label>max <input class="ctx-vmax" type="number" step="any"></label>'
+            '<label title="Values below it (|value| when symmetric) are not coloured">threshold '
+            '<input class="ctx-thr" type="number" step="any" min="0" placeholder="none"></label>'
+            '<label title="Keep these limits when the stimulus changes"><input class="ctx-lock" type="checkbox"> lock scale</label>'
+            f"{self.extra_controls}"
+            "</div>"
+            f'<div class="ctx-stage">{self.stage_html}'
+            '<div class="ctx-title"></div><div class="ctx-tip" hidden></div></div>'
+            '<div class="ctx-foot"><canvas class="ctx-cbar" width="360" height="44"></canvas>'
+            '<span class="ctx-readout"></span></div>'
             "</div>"
         )
 
@@ -214,16 +308,19 @@ class CanvasPanel:
         vmax: float | None = None,
         threshold: float | None = None,
         cbar_label: str = "",
+        scale: str | None = None,
     ) -> dict:
         """gr.update with the per-switch values (float [n_units], NaN = no data).
 
         static: a ``static_payload(...)`` result to send in the same message (dataset switch).
-        vmax: fixed symmetric colour limit (default: 99.5th percentile of |values|);
-        threshold: |value| below it shows the background.
+        vmax: fixed upper colour limit (default: 99.5th percentile of |values|, or of values when
+        sequential); threshold: values below it show the background; cbar_label: the colour bar's
+        units; scale: "symmetric" or "sequential" (default: sequential when nothing is negative).
+        The user's colour controls in the browser override all of these.
         """
         import gradio as gr
 
-        upd = gr.update(value=values_payload(values, title, vmax, threshold, cbar_label))
+        upd = gr.update(value=values_payload(values, title, vmax, threshold, cbar_label, scale))
         if static:
             upd[STATIC_PROP] = static[STATIC_PROP] if STATIC_PROP in static else static
         return upd

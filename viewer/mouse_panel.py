@@ -3,7 +3,8 @@
 Same split as the brain panel (see viewer/brain_panel.py): the area outlines, neuron positions and
 areas go once in the ``static_data`` prop of one ``gr.HTML``; each switch sends only the per-neuron
 values (base64 float16) in ``value``. The browser draws outlines, names and dots on a 2-D canvas,
-strongest responses on top; hover names the neuron, its area and value.
+strongest responses on top, in the user's colour scale (the same controls as the brain panel);
+hover names the neuron, its area and value.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-from viewer.canvas_panel import CanvasPanel, MemoCache, b64, diverging_lut, hash_arrays
+from viewer.canvas_panel import CanvasPanel, MemoCache, b64, colormap_luts, hash_arrays
 
 _PAYLOAD_CACHE = MemoCache()
 
@@ -69,7 +70,7 @@ def build_static_payload(unit_space, width: int = 900) -> dict:
         "y_z": b64(y.astype("<f4"), True),
         "outlines": [{"name": k, "xy_z": b64(v.astype("<f4"), True)} for k, v in outline_items],
         "extra": extra,
-        "lut": b64(diverging_lut()),
+        "luts": colormap_luts(),
     }
     _PAYLOAD_CACHE.put(key, payload)
     return payload

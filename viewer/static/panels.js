@@ -1,7 +1,9 @@
-// Cortextual brain and mouse panels, drawn on a 2-D canvas (no WebGL: works in headless Chromium).
-// Injected once per page through gr.HTML(head=...); each panel calls CortextualPanels.mountX from
-// its js_on_load with its own `element`, so several panels coexist without global element ids.
-// The payload formats are written by viewer/brain_panel.py and viewer/mouse_panel.py.
+// Cortextual brain and mouse panels. The brain is a WebGL cortex drawn with three.js (vendored,
+// static/vendor/three.min.js, loaded before this script); the mouse area map is a 2-D canvas. Both
+// share the colour controls (ColourScale). Injected once per page through gr.HTML(head=...); each
+// panel calls CortextualPanels.mountX from its js_on_load with its own `element`, so several panels
+// coexist without global element ids. The payload formats are written by viewer/brain_panel.py and
+// viewer/mouse_panel.py.
 (function () {
   if (window.CortextualPanels) return;
   var STATIC = "static_data";
@@ -67,67 +69,6 @@
     return v.toPrecision(2);
   }
 
-  function lutIndex(v, vmax) {
-    var t = Math.round((v / vmax) * 127.5 + 127.5);
-    return t < 0 ? 0 : t > 255 ? 255 : t;
-  }
-
-  function drawColorbar(ctx, lut, cx, y, w, h, vmax, label, font) {
-    var x0 = Math.round(cx - w / 2);
-    var img = ctx.createImageData(Math.max(1, Math.round(w)), Math.max(1, Math.round(h)));
-    for (var i = 0; i < img.width; i++) {
-      var k = Math.min(255, Math.floor((i / (img.width - 1)) * 255.999));
-      for (var j = 0; j < img.height; j++) {
-        var o = 4 * (j * img.width + i);
-        img.data[o] = lut[3 * k]; img.data[o + 1] = lut[3 * k + 1]; img.data[o + 2] = lut[3 * k + 2]; img.data[o + 3] = 255;
-      }
-    }
-    ctx.putImageData(img, x0, Math.round(y));
-    ctx.save();
-    ctx.strokeStyle = "#444"; ctx.lineWidth = 1;
-    ctx.strokeRect(x0 + 0.5, Math.round(y) + 0.5, img.width - 1, img.height - 1);
-    ctx.fillStyle = "#222"; ctx.font = font + "px sans-serif"; ctx.textBaseline = "top";
-    var ty = y + h + 0.35 * font;
-    var ticks = [[0, "\u2212" + fmt(vmax).replace(/^-/, "")], [0.5, "0"], [1, fmt(vmax)]];
-    ticks.forEach(function (t) {
-      var tx = x0 + t[0] * (img.width - 1);
-      ctx.beginPath(); ctx.moveTo(tx + 0.5, y + h); ctx.lineTo(tx + 0.5, y + h + 0.25 * font); ctx.stroke();
-      ctx.textAlign = t[0] === 0 ? "left" : t[0] === 1 ? "right" : "center";
-      ctx.fillText(t[1], tx, ty);
-    });
-    if (label) {
-      ctx.textAlign = "left"; ctx.textBaseline = "middle";
-      ctx.fillText(label, x0 + img.width + 0.6 * font, y + h / 2);
-    }
-    ctx.restore();
-  }
-
-  function drawTitle(ctx, text, maxWidth, y, font, cx) {
-    if (!text) return;
-    ctx.save();
-    ctx.fillStyle = "#111"; ctx.font = "600 " + font + "px sans-serif";
-    ctx.textAlign = "center"; ctx.textBaseline = "middle";
-    var t = text;
-    while (t.length > 4 && ctx.measureText(t + "\u2026").width > maxWidth) t = t.slice(0, -1);
-    ctx.fillText(t === text ? t : t + "\u2026", cx, y);
-    ctx.restore();
-  }
-
-  function setupPng(root, canvas, stem) {
-    var btn = root.querySelector(".ctx-png");
-    if (!btn) return;
-    btn.addEventListener("click", function () {
-      canvas.toBlob(function (blob) {
-        if (!blob) return;
-        var a = document.createElement("a");
-        a.href = URL.createObjectURL(blob);
-        a.download = (stem() || "figure").replace(/[^\w.-]+/g, "_").slice(0, 80) + ".png";
-        document.body.appendChild(a); a.click(); a.remove();
-        setTimeout(function () { URL.revokeObjectURL(a.href); }, 2000);
-      }, "image/png");
-    });
-  }
-
   function placeTip(tip, stage, ev, html) {
     if (!html) { tip.hidden = true; return; }
     tip.innerHTML = html;
@@ -148,253 +89,598 @@
     return [(ev.clientX - r.left) * canvas.width / r.width, (ev.clientY - r.top) * canvas.height / r.height];
   }
 
-  // Redraw when the displayed size changes (text is sized in screen pixels; hidden tabs have 0).
-  function watchSize(canvas, draw) {
-    if (typeof ResizeObserver === "undefined") return;
-    var last = 0;
-    new ResizeObserver(function () {
-      var w = canvas.getBoundingClientRect().width;
-      if (w > 20 && Math.abs(w - last) > 0.08 * last) { last = w; requestAnimationFrame(draw); }
-    }).observe(canvas);
-  }
+  // ------------------------------------------------------------------ colour scale (shared)
+  // The user's colour controls: colormap, symmetric/sequential, vmin/vmax, threshold, lock. All
+  // client-side: a change repaints without asking the server. `onChange` repaints the panel.
 
-  // Wire props -> state: `static_data` (geometry, once per dataset) and `value` (per switch).
-  function bindProps(root, props, watch, onStatic, onValue) {
-    var lastStatic = null, lastValue = null;
-    root.ctxHasStatic = function () { return !!props[STATIC]; };  // for browser tests
-    function sync() {
-      var s = props[STATIC], v = props.value;
-      if (s && s !== lastStatic && (!lastStatic || s.sid !== lastStatic.sid)) { lastStatic = s; onStatic(s); }
-      else if (s) lastStatic = s;
-      if (v !== lastValue) { lastValue = v; if (v) onValue(v); }
+  function ColourScale(root, onChange) {
+    var q = function (c) { return root.querySelector(c); };
+    var el = { cmap: q(".ctx-cmap"), scale: q(".ctx-scale"), vmin: q(".ctx-vmin"), vmax: q(".ctx-vmax"),
+      thr: q(".ctx-thr"), lock: q(".ctx-lock"), bar: q(".ctx-cbar"), title: q(".ctx-title") };
+    var st = { luts: {}, lutCache: {}, hint: "symmetric", meta: null, vmin: -1, vmax: 1, thr: null, units: "" };
+    var self = this;
+
+    this.setLuts = function (luts) {
+      if (!luts) return;
+      st.luts = luts; st.lutCache = {};
+      var keep = el.cmap.value;
+      el.cmap.innerHTML = "<option value=\"auto\">auto</option>" + Object.keys(luts).map(function (n) {
+        return "<option value=\"" + esc(n) + "\">" + esc(n) + "</option>";
+      }).join("");
+      el.cmap.value = luts[keep] ? keep : "auto";
+    };
+    this.scale = function () { return el.scale.value === "auto" ? st.hint : el.scale.value; };
+    this.cmapName = function () {
+      if (el.cmap.value !== "auto" && st.luts[el.cmap.value]) return el.cmap.value;
+      return self.scale() === "symmetric" ? "RdBu_r" : "viridis";
+    };
+    this.lut = function () {
+      var n = self.cmapName();
+      if (!st.lutCache[n]) st.lutCache[n] = st.luts[n] ? b64bytes(st.luts[n]) : new Uint8Array(768).fill(128);
+      return st.lutCache[n];
+    };
+    this.locked = function () { return el.lock.checked; };
+    this.limits = function () { return { vmin: st.vmin, vmax: st.vmax, thr: st.thr, symmetric: self.scale() === "symmetric" }; };
+    this.units = function () { return st.units; };
+    this.settings = function () {
+      return { cmap: self.cmapName(), scale: self.scale(), vmin: st.vmin, vmax: st.vmax, threshold: st.thr, units: st.units,
+        title: st.meta ? st.meta.title || "" : "" };
+    };
+
+    // Limits the values suggest for the scale in use (the payload carries them for its own hint).
+    function suggested() {
+      var m = st.meta;
+      if (!m) return [st.vmin, st.vmax];
+      var lo = m.vmin, hi = m.vmax;
+      if (lo === undefined || lo === null) lo = -hi;  // older payloads: symmetric vmax only
+      var L = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
+      if (self.scale() === "symmetric") return [-L, L];
+      return m.scale === "sequential" ? [lo, hi] : [0, L];
     }
-    watch(["value", STATIC], sync);
-    sync();
-  }
-
-  // ------------------------------------------------------------------ brain (surface) panel
-
-  async function buildSurface(s) {
-    var hemis = {}, names = ["lh", "rh"];
-    for (var hi = 0; hi < 2; hi++) {
-      var h = s.hemis[names[hi]];
-      hemis[names[hi]] = { faces: await unz(h.faces_z, h.dtype), n: h.n_vertices, offset: hi === 0 ? 0 : s.n_lh };
+    function showInputs() {
+      el.vmin.value = fmtInput(st.vmin); el.vmax.value = fmtInput(st.vmax);
     }
-    var sulc = await unz(s.sulc_z, "u1");
-    var labels = await unz(s.labels_z, "i2");
-    var unitOfVertex = await unz(s.unit_of_vertex_z, "i4");
-    var vertexOfUnit = new Int32Array(s.n_units);
-    for (var v = 0; v < unitOfVertex.length; v++) if (unitOfVertex[v] >= 0) vertexOfUnit[unitOfVertex[v]] = v;
-    var W = s.width, H = s.height;
-
-    // Per covered pixel: destination, the three global vertex ids and barycentric weights, the
-    // shaded background grey and the light factor. Barycentrics are recomputed here from the
-    // triangle-id image and the vertices' pixel positions (sent as 1/16 px).
-    var views = [], total = 0;
-    for (var k = 0; k < s.views.length; k++) {
-      var sv = s.views[k];
-      var fid = await unz(sv.face_id_z, sv.face_dtype);
-      var empty = sv.face_dtype === "u2" ? 65535 : 4294967295;
-      var count = 0;
-      for (var p = 0; p < fid.length; p++) if (fid[p] !== empty) count++;
-      views.push({ meta: sv, fid: fid, empty: empty, count: count,
-        vxy: await unz(sv.vxy_z, "u2"), shade: await unz(sv.shade_z, "u1"), segs: await unz(sv.segs_z, "u2") });
-      total += count;
+    function readThreshold() {
+      var t = parseFloat(el.thr.value);
+      st.thr = isFinite(t) && t > 0 ? t : null;
     }
-    var dst = new Int32Array(total), ia = new Int32Array(total), ib = new Int32Array(total), ic = new Int32Array(total);
-    var wa = new Float32Array(total), wb = new Float32Array(total), wc = new Float32Array(total);
-    var level = new Uint8Array(total), bg = new Uint32Array(total);
-    var pixelOwner = new Int32Array(W * H).fill(-1);
-    var q = 0;
-    views.forEach(function (vw) {
-      var m = vw.meta, hemi = hemis[m.hemi], F = hemi.faces, off = hemi.offset, xy = vw.vxy, sh = vw.shade;
-      for (var r = 0; r < m.h; r++) {
-        for (var c = 0; c < m.w; c++) {
-          var f = vw.fid[r * m.w + c];
-          if (f === vw.empty) continue;
-          var a = F[3 * f], b = F[3 * f + 1], d = F[3 * f + 2];
-          var x0 = xy[2 * a] / 16, y0 = xy[2 * a + 1] / 16, x1 = xy[2 * b] / 16, y1 = xy[2 * b + 1] / 16;
-          var x2 = xy[2 * d] / 16, y2 = xy[2 * d + 1] / 16, px = c + 0.5, py = r + 0.5;
-          var den = (y1 - y2) * (x0 - x2) + (x2 - x1) * (y0 - y2);
-          var l0 = 1 / 3, l1 = 1 / 3;
-          if (Math.abs(den) > 1e-12) {
-            l0 = ((y1 - y2) * (px - x2) + (x2 - x1) * (py - y2)) / den;
-            l1 = ((y2 - y0) * (px - x2) + (x0 - x2) * (py - y2)) / den;
-          }
-          l0 = Math.min(1, Math.max(0, l0)); l1 = Math.min(1, Math.max(0, l1));
-          var l2 = Math.max(0, 1 - l0 - l1), sum = l0 + l1 + l2;
-          l0 /= sum; l1 /= sum; l2 /= sum;
-          var gi = (m.y + r) * W + (m.x + c);
-          dst[q] = gi; pixelOwner[gi] = q;
-          ia[q] = a + off; ib[q] = b + off; ic[q] = d + off;
-          wa[q] = l0; wb[q] = l1; wc[q] = l2;
-          var shade = (l0 * sh[a] + l1 * sh[b] + l2 * sh[d]) / 255;
-          var sg = l0 * sulc[a + off] + l1 * sulc[b + off] + l2 * sulc[d + off];
-          var gy = Math.round(sg * (0.62 + 0.38 * shade));
-          bg[q] = (255 << 24 | gy << 16 | gy << 8 | gy) >>> 0;
-          // Data are lit like the surface and keep a faint trace of the sulci underneath.
-          var curv = Math.min(1, Math.max(0, (sg - 140) / 80));
-          level[q] = Math.round(127 * (0.5 + 0.5 * shade) * (0.86 + 0.14 * curv));
-          q++;
-        }
+
+    // New values arrived (a stimulus switch): take their limits unless the scale is locked.
+    this.onValues = function (meta) {
+      st.meta = meta;
+      st.hint = meta.scale || "symmetric";
+      st.units = meta.cbar_label || "";
+      if (!self.locked()) {
+        var lim = suggested(); st.vmin = lim[0]; st.vmax = lim[1];
+        if (meta.threshold && !el.thr.value) el.thr.value = fmtInput(meta.threshold);
+        showInputs();
       }
+      readThreshold();
+      if (el.title) el.title.textContent = meta.title || "";
+    };
+    this.clear = function (message) {
+      st.meta = null;
+      if (el.title) el.title.textContent = message || "";
+      self.drawBar(false);
+    };
+
+    el.scale.addEventListener("change", function () {
+      if (!self.locked()) { var lim = suggested(); st.vmin = lim[0]; st.vmax = lim[1]; showInputs(); }
+      onChange();
     });
-    // Colour x light table: 128 light levels keep smooth shading free of visible banding.
-    var lut = b64bytes(s.lut), shaded = new Uint32Array(128 * 256);
-    for (var lv = 0; lv < 128; lv++) {
-      for (var ci = 0; ci < 256; ci++) {
-        var R = Math.round(lut[3 * ci] * lv / 127), G = Math.round(lut[3 * ci + 1] * lv / 127), B = Math.round(lut[3 * ci + 2] * lv / 127);
-        shaded[(lv << 8) | ci] = (255 << 24 | B << 16 | G << 8 | R) >>> 0;  // little-endian RGBA
-      }
+    el.cmap.addEventListener("change", onChange);
+    function limitInput(which) {
+      return function () {
+        var x = parseFloat(el[which].value);
+        if (!isFinite(x)) return;
+        st[which] = x;
+        // Symmetric: one number sets both ends, so 0 stays in the middle of the map.
+        if (self.scale() === "symmetric") { st.vmin = -Math.abs(x); st.vmax = Math.abs(x); showInputs(); }
+        onChange();
+      };
     }
-    return { s: s, W: W, H: H, hemis: hemis, labels: labels, unitOfVertex: unitOfVertex, vertexOfUnit: vertexOfUnit,
-      views: views, dst: dst, ia: ia, ib: ib, ic: ic, wa: wa, wb: wb, wc: wc, level: level, bg: bg, shaded: shaded,
-      pixelOwner: pixelOwner, lut: lut, vv: new Float32Array(s.n_total), image: null, img32: null };
-  }
-
-  // Canvas pixels per CSS pixel: text is sized for the screen, whatever the canvas resolution.
-  function cssScale(canvas) {
-    var w = canvas.getBoundingClientRect().width;
-    return w > 20 ? canvas.width / w : 1.6;
-  }
-
-  function renderSurface(ctx, g, val, meta) {
-    var W = g.W, H = g.H, s = g.s;
-    if (!g.image) {
-      g.image = ctx.createImageData(W, H);
-      g.image.data.fill(255);
-      g.img32 = new Uint32Array(g.image.data.buffer);
-    }
-    var img32 = g.img32, vv = g.vv;
-    vv.fill(NaN);
-    if (val) for (var u = 0; u < val.length; u++) vv[g.vertexOfUnit[u]] = val[u];
-    var vmax = meta && meta.vmax > 0 ? meta.vmax : 1, thr = meta && meta.threshold || 0;
-    var k127 = 127.5 / vmax, shaded = g.shaded, level = g.level, bg = g.bg, dst = g.dst;
-    var ia = g.ia, ib = g.ib, ic = g.ic, wa = g.wa, wb = g.wb, wc = g.wc;
-    var n = dst.length, t0 = performance.now();
-    for (var q = 0; q < n; q++) {
-      var a = vv[ia[q]], b = vv[ib[q]], c = vv[ic[q]];
-      var wsum = 0, acc = 0;
-      // Interpolate over the corners that have data; a pixel is coloured when they carry at
-      // least half of its weight, so data/no-data borders fall half-way along edges.
-      if (a === a) { acc += wa[q] * a; wsum += wa[q]; }
-      if (b === b) { acc += wb[q] * b; wsum += wb[q]; }
-      if (c === c) { acc += wc[q] * c; wsum += wc[q]; }
-      if (wsum >= 0.5) {
-        var x = acc / wsum;
-        if (x >= thr || x <= -thr) {
-          var t = (x * k127 + 128) | 0;  // == round(x / vmax * 127.5 + 127.5) for the LUT
-          img32[dst[q]] = shaded[(level[q] << 8) | (t < 0 ? 0 : t > 255 ? 255 : t)];
-          continue;
-        }
-      }
-      img32[dst[q]] = bg[q];
-    }
-    var t1 = performance.now();
-    ctx.putImageData(g.image, 0, 0);
-    var t2 = performance.now();
-
-    var ppm = s.px_per_mm, sc = cssScale(ctx.canvas);
-    // Region outlines: smoothed vector contours through the mesh, over the pixels.
-    ctx.save();
-    ctx.strokeStyle = "rgba(15,15,15,0.9)"; ctx.lineWidth = Math.max(1, 1.1 * sc); ctx.lineCap = "round"; ctx.lineJoin = "round";
-    ctx.beginPath();
-    g.views.forEach(function (vw) {
-      var sg = vw.segs, ox = vw.meta.x, oy = vw.meta.y;
-      for (var i = 0; i + 3 < sg.length; i += 4) {
-        ctx.moveTo(ox + sg[i] / 16, oy + sg[i + 1] / 16);
-        ctx.lineTo(ox + sg[i + 2] / 16, oy + sg[i + 3] / 16);
-      }
+    el.vmin.addEventListener("change", limitInput("vmin"));
+    el.vmax.addEventListener("change", limitInput("vmax"));
+    el.thr.addEventListener("change", function () { readThreshold(); onChange(); });
+    el.lock.addEventListener("change", function () {
+      root.dataset.locked = self.locked() ? "1" : "0";
+      if (!self.locked() && st.meta) { var lim = suggested(); st.vmin = lim[0]; st.vmax = lim[1]; showInputs(); onChange(); }
     });
-    ctx.stroke();
-    g.timing = { pixels: t1 - t0, put: t2 - t1, outlines: performance.now() - t2 };
-    var top = Math.min.apply(null, g.views.map(function (vw) { return vw.meta.y; }));
-    var bottom = Math.max.apply(null, g.views.map(function (vw) { return vw.meta.y + vw.meta.h; }));
-    // Hemisphere captions in the top corners.
-    var font = Math.round(Math.min(12 * sc, 0.45 * top));
-    ctx.fillStyle = "#666"; ctx.font = "600 " + font + "px sans-serif"; ctx.textBaseline = "middle";
-    ctx.textAlign = "left"; ctx.fillText("L", 0.5 * font, top / 2);
-    ctx.textAlign = "right"; ctx.fillText("R", W - 0.5 * font, top / 2);
-    ctx.restore();
-    drawTitle(ctx, meta && meta.title || "", W * 0.9, top / 2, Math.round(Math.min(13 * sc, 0.5 * top)), W / 2);
-    if (val) {
-      var room = H - bottom, tf = Math.round(Math.min(11 * sc, 0.3 * room)), cbh = Math.round(Math.min(9 * sc, 0.22 * room));
-      drawColorbar(ctx, g.lut, W / 2, bottom + 0.18 * room, Math.min(W * 0.34, 260 * sc), cbh, vmax, meta.cbar_label || "", tf);
-    }
+
+    // The colour bar: the map from vmin to vmax, ticks, the threshold band greyed, units.
+    this.drawBar = function (show) {
+      var c = el.bar;
+      if (!c) return;
+      var cssW = Math.max(160, Math.min(420, c.getBoundingClientRect().width || 360)), dpr = Math.min(2, window.devicePixelRatio || 1);
+      var W = Math.round(cssW * dpr), H = Math.round(44 * dpr);
+      if (c.width !== W || c.height !== H) { c.width = W; c.height = H; }
+      var ctx = c.getContext("2d");
+      ctx.clearRect(0, 0, W, H);
+      if (!show) return;
+      var lut = self.lut(), x0 = 8 * dpr, x1 = W - 8 * dpr, y0 = 4 * dpr, h = 12 * dpr, w = x1 - x0;
+      var lo = st.vmin, hi = st.vmax, thr = st.thr, sym = self.scale() === "symmetric";
+      for (var i = 0; i < Math.round(w); i++) {
+        var t = i / Math.max(1, Math.round(w) - 1), k = Math.min(255, Math.floor(t * 255.999)), v = lo + t * (hi - lo);
+        var hidden = thr !== null && (sym ? Math.abs(v) < thr : v < thr);
+        ctx.fillStyle = hidden ? "#d4d4d4" : "rgb(" + lut[3 * k] + "," + lut[3 * k + 1] + "," + lut[3 * k + 2] + ")";
+        ctx.fillRect(x0 + i, y0, 1.5, h);
+      }
+      ctx.strokeStyle = "#555"; ctx.lineWidth = 1; ctx.strokeRect(x0 + 0.5, y0 + 0.5, w - 1, h - 1);
+      ctx.fillStyle = "#222"; ctx.font = Math.round(11 * dpr) + "px sans-serif"; ctx.textBaseline = "top";
+      var ticks = [[0, lo], [1, hi]];
+      if (lo < 0 && hi > 0) ticks.push([(0 - lo) / (hi - lo), 0]);
+      ticks.forEach(function (tk) {
+        var x = x0 + tk[0] * w;
+        ctx.beginPath(); ctx.moveTo(x, y0 + h); ctx.lineTo(x, y0 + h + 3 * dpr); ctx.stroke();
+        ctx.textAlign = tk[0] < 0.02 ? "left" : tk[0] > 0.98 ? "right" : "center";
+        ctx.fillText(fmt(tk[1]).replace(/^-/, "\u2212"), x, y0 + h + 4 * dpr);
+      });
+      if (st.units) { ctx.textAlign = "center"; ctx.fillStyle = "#444"; ctx.fillText(st.units, x0 + w / 2, y0 + h + 16 * dpr); }
+      root.dataset.vmin = String(lo); root.dataset.vmax = String(hi);
+      root.dataset.scale = self.scale(); root.dataset.cmap = self.cmapName();
+    };
   }
 
-  function mountBrain(element, props, watch) {
+  function fmtInput(v) { return isFinite(v) ? String(+v.toPrecision(4)) : ""; }
+
+  // After a repaint with new values: the counters part B's bench and the browser tests read.
+  function markPaint(element, root, title) {
+    // root: the panel's own div; the Gradio block around it carries the panel's elem_id.
+    [root, element.parentElement && element.parentElement.closest(".block") || element].forEach(function (n) {
+      n.dataset.paints = String((+n.dataset.paints || 0) + 1);
+      n.dataset.title = title || "";
+    });
+  }
+
+  // ------------------------------------------------------------------ brain (WebGL cortex) panel
+  // three.js: both hemispheres on one canvas. Each hemisphere is a node whose matrix a preset view
+  // sets (lateral and medial turn each hemisphere to face the viewer, side by side); the user's
+  // drag rotates, the wheel zooms and a right- or shift-drag pans the whole scene. Values are a
+  // vertex attribute; colour map, limits and threshold are shader uniforms, so a colour change
+  // is one draw and a stimulus switch one attribute upload.
+
+  var VERT = [
+    "attribute float value; attribute float sulc; attribute float has;",
+    "varying float vValue; varying float vSulc; varying float vHas; varying vec3 vN;",
+    "void main() {",
+    "  vValue = value; vSulc = sulc; vHas = has; vN = normalize(normalMatrix * normal);",
+    "  gl_Position = projectionMatrix * modelViewMatrix * vec4(position, 1.0);",
+    "}"].join("\n");
+  var FRAG = [
+    "uniform sampler2D lut; uniform float vmin; uniform float vmax; uniform float thr; uniform float symm; uniform float showData;",
+    "varying float vValue; varying float vSulc; varying float vHas; varying vec3 vN;",
+    "void main() {",
+    "  float shade = abs(normalize(vN).z);",  // a head light: surfaces facing the viewer are brightest
+    "  vec3 col = vec3(vSulc * (0.62 + 0.38 * shade));",
+    "  if (showData > 0.5 && vHas >= 0.5) {",
+    "    float x = vValue;",
+    "    bool shown = thr < 0.0 || (symm > 0.5 ? abs(x) >= thr : x >= thr);",
+    "    if (shown) {",
+    "      float t = clamp((x - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0);",
+    "      vec3 c = texture2D(lut, vec2((t * 255.0 + 0.5) / 256.0, 0.5)).rgb;",
+    "      float curv = clamp((vSulc * 255.0 - 140.0) / 80.0, 0.0, 1.0);",  // a trace of the sulci under the data
+    "      col = c * (0.5 + 0.5 * shade) * (0.86 + 0.14 * curv);",
+    "    }",
+    "  }",
+    "  gl_FragColor = vec4(col, 1.0);",
+    "}"].join("\n");
+
+  // Brain RAS (x right, y anterior, z up) -> screen (x right, y up, z to the viewer), per preset
+  // and hemisphere, as the three rows of a rotation.
+  var VIEWS = {
+    dorsal: { lh: [[1, 0, 0], [0, 1, 0], [0, 0, 1]], rh: [[1, 0, 0], [0, 1, 0], [0, 0, 1]], left: "lh" },
+    ventral: { lh: [[-1, 0, 0], [0, 1, 0], [0, 0, -1]], rh: [[-1, 0, 0], [0, 1, 0], [0, 0, -1]], left: "rh" },
+    posterior: { lh: [[1, 0, 0], [0, 0, 1], [0, -1, 0]], rh: [[1, 0, 0], [0, 0, 1], [0, -1, 0]], left: "lh" },
+    lateral: { lh: [[0, -1, 0], [0, 0, 1], [-1, 0, 0]], rh: [[0, 1, 0], [0, 0, 1], [1, 0, 0]], left: "lh" },
+    medial: { lh: [[0, 1, 0], [0, 0, 1], [1, 0, 0]], rh: [[0, -1, 0], [0, 0, 1], [-1, 0, 0]], left: "lh" },
+    flat: { lh: [[1, 0, 0], [0, 1, 0], [0, 0, 1]], rh: [[1, 0, 0], [0, 1, 0], [0, 0, 1]], left: "lh" }
+  };
+
+  async function buildCortex(s) {
+    var g = { s: s, meshes: {}, faceSets: [] };
+    for (var i = 0; i < s.face_sets.length; i++) {
+      var fs = s.face_sets[i];
+      g.faceSets.push({ faces: await unz(fs.faces_z, fs.dtype), outlines: await unz(fs.outlines_z, fs.dtype) });
+    }
+    for (var k = 0; k < s.meshes.length; k++) {
+      var m = s.meshes[k], entry = { kind: m.kind, label: m.label, hemis: {} };
+      for (var h of ["lh", "rh"]) entry.hemis[h] = { pos: await unz(m.hemis[h].pos_z, "f2"), faces: m.hemis[h].faces };
+      g.meshes[m.kind] = entry;
+    }
+    g.sulc = await unz(s.sulc_z, "u1");
+    g.labels = await unz(s.labels_z, "i2");
+    g.unitOfVertex = await unz(s.unit_of_vertex_z, "i4");
+    g.vertexOfUnit = new Int32Array(s.n_units);
+    for (var v = 0; v < g.unitOfVertex.length; v++) if (g.unitOfVertex[v] >= 0) g.vertexOfUnit[g.unitOfVertex[v]] = v;
+    g.offset = { lh: 0, rh: s.n_lh };
+    g.count = { lh: s.n_lh, rh: s.n_total - s.n_lh };
+    return g;
+  }
+
+  function mountBrain(element, props, watch, server) {
     var root = element.querySelector(".ctx-brain") || element;
-    var canvas = root.querySelector(".ctx-canvas"), ctx = canvas.getContext("2d");
-    var tip = root.querySelector(".ctx-tip"), stage = root.querySelector(".ctx-stage");
-    var status = root.querySelector(".ctx-status");
-    var st = { sid: null, geo: null, pending: null, val: null, meta: null };
+    var canvas = root.querySelector(".ctx-gl"), stage = root.querySelector(".ctx-stage");
+    var tip = root.querySelector(".ctx-tip"), status = root.querySelector(".ctx-status");
+    var names = root.querySelector(".ctx-names"), readout = root.querySelector(".ctx-readout");
+    var meshSel = root.querySelector(".ctx-mesh"), outlinesBox = root.querySelector(".ctx-outlines");
+    var st = { geo: null, sid: null, pending: null, val: null, meta: null, mesh: "inflated", view: "lateral", three: null };
     function setStatus(t) { if (status) status.textContent = t; }
+    var colour = new ColourScale(root, function () { applyColour(); draw(); colour.drawBar(!!st.val); });
 
-    function draw() {
-      if (!st.geo) return;
-      var t0 = performance.now();
-      renderSurface(ctx, st.geo, st.val, st.meta);
-      root.dataset.renderMs = (performance.now() - t0).toFixed(1);
-      root.dataset.timing = JSON.stringify(st.geo.timing);
-      root.dataset.renders = String((+root.dataset.renders || 0) + 1);
+    // ---- three.js scene, created on the first geometry (panels never used cost no WebGL context)
+    function scene3() {
+      if (st.three) return st.three;
+      var T = {};
+      T.renderer = new THREE.WebGLRenderer({ canvas: canvas, antialias: true, preserveDrawingBuffer: true });
+      THREE.ColorManagement.enabled = false;
+      T.renderer.outputColorSpace = THREE.LinearSRGBColorSpace;  // LUT colours are shown as given
+      T.renderer.setClearColor(0xffffff, 1);
+      T.renderer.setPixelRatio(Math.min(2, window.devicePixelRatio || 1));
+      T.scene = new THREE.Scene();
+      T.camera = new THREE.PerspectiveCamera(20, 1.6, 1, 10000);
+      T.world = new THREE.Group(); T.scene.add(T.world);
+      T.lutTex = new THREE.DataTexture(new Uint8Array(256 * 4), 256, 1, THREE.RGBAFormat);
+      T.lutTex.magFilter = THREE.LinearFilter; T.lutTex.minFilter = THREE.LinearFilter;
+      T.uniforms = { lut: { value: T.lutTex }, vmin: { value: -1 }, vmax: { value: 1 }, thr: { value: -1 }, symm: { value: 1 }, showData: { value: 0 } };
+      T.material = new THREE.ShaderMaterial({ uniforms: T.uniforms, vertexShader: VERT, fragmentShader: FRAG, side: THREE.DoubleSide,
+        polygonOffset: true, polygonOffsetFactor: 1, polygonOffsetUnits: 1 });
+      T.lineMaterial = new THREE.LineBasicMaterial({ color: 0x161616 });
+      T.nodes = {}; T.meshes = {}; T.lines = {};
+      ["lh", "rh"].forEach(function (h) {
+        var node = new THREE.Group(); node.matrixAutoUpdate = false;
+        var mesh = new THREE.Mesh(new THREE.BufferGeometry(), T.material); mesh.userData.hemi = h;
+        var lines = new THREE.LineSegments(new THREE.BufferGeometry(), T.lineMaterial);
+        node.add(mesh); node.add(lines); T.world.add(node);
+        T.nodes[h] = node; T.meshes[h] = mesh; T.lines[h] = lines;
+      });
+      T.zoom = 1;
+      st.three = T;
+      return T;
     }
 
-    function showValue(v) {
-      if (v.clear) { st.val = null; st.meta = { title: v.title || "" }; setStatus(v.title || ""); draw(); return; }
-      if (!st.geo) { st.pending = v; setStatus("loading surface\u2026"); return; }
-      if (v.n !== st.geo.s.n_units) {
-        st.pending = v;
-        setStatus("values (" + v.n + ") do not match this unit space (" + st.geo.s.n_units + ")");
-        return;
-      }
-      st.pending = null;
-      st.val = values16(v.v); st.meta = v;
-      setStatus("");
+    // Per-vertex attributes that do not depend on the mesh kind.
+    function vertexAttributes(g) {
+      var T = st.three;
+      ["lh", "rh"].forEach(function (h) {
+        var n = g.count[h], off = g.offset[h], sulc = new Float32Array(n);
+        for (var i = 0; i < n; i++) sulc[i] = g.sulc[off + i] / 255;
+        g["sulc_" + h] = sulc;
+        g["value_" + h] = new Float32Array(n);
+        g["has_" + h] = new Float32Array(n);
+      });
+      T.attrs = g;
+    }
+
+    // Put one mesh kind into the scene: positions centred per hemisphere, faces, normals, outlines.
+    function useMesh(kind) {
+      var g = st.geo, T = st.three;
+      if (!g.meshes[kind]) kind = Object.keys(g.meshes)[0];
+      st.mesh = kind; meshSel.value = kind;
+      ["lh", "rh"].forEach(function (h) {
+        var mh = g.meshes[kind].hemis[h], fs = g.faceSets[mh.faces], src = mh.pos, n = g.count[h];
+        var lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
+        for (var i = 0; i < n; i++) for (var d = 0; d < 3; d++) { var x = src[3 * i + d]; if (x < lo[d]) lo[d] = x; if (x > hi[d]) hi[d] = x; }
+        var c = [(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, (lo[2] + hi[2]) / 2], pos = new Float32Array(3 * n);
+        for (var j = 0; j < n; j++) for (var e = 0; e < 3; e++) pos[3 * j + e] = src[3 * j + e] - c[e];
+        var geom = new THREE.BufferGeometry();
+        geom.setAttribute("position", new THREE.BufferAttribute(pos, 3));
+        geom.setIndex(new THREE.BufferAttribute(fs.faces, 1));
+        geom.setAttribute("sulc", new THREE.BufferAttribute(g["sulc_" + h], 1));
+        geom.setAttribute("value", new THREE.BufferAttribute(g["value_" + h], 1));
+        geom.setAttribute("has", new THREE.BufferAttribute(g["has_" + h], 1));
+        geom.computeVertexNormals(); geom.computeBoundingSphere();
+        T.meshes[h].geometry.dispose(); T.meshes[h].geometry = geom;
+        // Outlines: midpoints of mesh edges, lifted a little along the normal so they stay visible.
+        var ol = fs.outlines, nrm = geom.getAttribute("normal").array, lp = new Float32Array(ol.length / 4 * 6);
+        for (var k = 0, o = 0; k < ol.length; k += 4) {
+          for (var end = 0; end < 2; end++) {
+            var p = ol[k + 2 * end], q = ol[k + 2 * end + 1];
+            for (var a = 0; a < 3; a++) lp[o++] = 0.5 * (pos[3 * p + a] + pos[3 * q + a]) + 0.25 * (nrm[3 * p + a] + nrm[3 * q + a]);
+          }
+        }
+        var lg = new THREE.BufferGeometry(); lg.setAttribute("position", new THREE.BufferAttribute(lp, 3));
+        T.lines[h].geometry.dispose(); T.lines[h].geometry = lg;
+        T.lines[h].visible = outlinesBox.checked;
+        g["centre_" + h] = c;
+      });
+      buildNames();
+      setView(kind === "flat" ? "flat" : st.view === "flat" ? "lateral" : st.view);
+      root.dataset.mesh = kind;
+    }
+
+    // A preset: turn each hemisphere, lay the two side by side, reset rotation, pan and zoom.
+    function setView(view) {
+      var T = st.three, g = st.geo, spec = VIEWS[st.mesh === "flat" ? "flat" : view] || VIEWS.lateral;
+      st.view = st.mesh === "flat" ? "flat" : view;
+      var boxes = {};
+      ["lh", "rh"].forEach(function (h) {
+        var R = spec[h], m = new THREE.Matrix4().set(R[0][0], R[0][1], R[0][2], 0, R[1][0], R[1][1], R[1][2], 0, R[2][0], R[2][1], R[2][2], 0, 0, 0, 0, 1);
+        var pos = T.meshes[h].geometry.getAttribute("position").array, lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
+        for (var i = 0; i < pos.length; i += 3) {
+          for (var r = 0; r < 3; r++) {
+            var x = R[r][0] * pos[i] + R[r][1] * pos[i + 1] + R[r][2] * pos[i + 2];
+            if (x < lo[r]) lo[r] = x; if (x > hi[r]) hi[r] = x;
+          }
+        }
+        boxes[h] = { m: m, lo: lo, hi: hi };
+      });
+      var left = spec.left, right = left === "lh" ? "rh" : "lh", gap = st.mesh === "flat" ? 12 : 6;
+      var bl = boxes[left], br = boxes[right];
+      var wl = bl.hi[0] - bl.lo[0], wr = br.hi[0] - br.lo[0], total = wl + gap + wr;
+      var xl = -total / 2 - bl.lo[0], xr = -total / 2 + wl + gap - br.lo[0];
+      [[left, xl], [right, xr]].forEach(function (it) {
+        var b = boxes[it[0]], yc = -(b.lo[1] + b.hi[1]) / 2, zc = -(b.lo[2] + b.hi[2]) / 2;
+        b.m.setPosition(it[1], yc, zc);
+        T.nodes[it[0]].matrix.copy(b.m); T.nodes[it[0]].matrixWorldNeedsUpdate = true;
+      });
+      var height = Math.max(bl.hi[1] - bl.lo[1], br.hi[1] - br.lo[1]);
+      T.extent = { w: total, h: height };
+      T.world.quaternion.identity(); T.world.position.set(0, 0, 0); T.zoom = 1;
+      fitCamera();
+      root.dataset.view = st.view;
+      root.querySelectorAll(".ctx-view").forEach(function (b) { b.classList.toggle("ctx-on", b.dataset.view === st.view); });
       draw();
     }
 
-    // Built geometries by sid: going back to a dataset already seen skips the rebuild.
+    function fitCamera() {
+      var T = st.three, w = canvas.clientWidth || 640, h = canvas.clientHeight || 400, aspect = w / h;
+      var half = Math.tan(T.camera.fov * Math.PI / 360);
+      var need = Math.max(T.extent.h / 2, T.extent.w / 2 / aspect) * 1.08;
+      var dist = need / half + 80;
+      T.camera.aspect = aspect; T.camera.position.set(0, 0, dist / T.zoom); T.camera.lookAt(0, 0, 0);
+      T.camera.near = Math.max(1, dist / T.zoom - 400); T.camera.far = dist / T.zoom + 400;
+      T.camera.updateProjectionMatrix();
+    }
+
+    function resize() {
+      var T = st.three;
+      if (!T) return false;
+      var w = canvas.clientWidth, h = canvas.clientHeight;
+      if (w < 20 || h < 20) return false;
+      var size = T.renderer.getSize(new THREE.Vector2());
+      if (size.x !== w || size.y !== h) { T.renderer.setSize(w, h, false); if (T.extent) fitCamera(); }
+      return true;
+    }
+
+    // Region names at their anchors, shown when the anchor faces the viewer.
+    function buildNames() {
+      var g = st.geo;
+      names.innerHTML = "";
+      g.nameEls = g.s.anchors.map(function (a) {
+        var d = document.createElement("div");
+        d.className = "ctx-name"; d.textContent = g.s.roi_names[a.label] || ""; names.appendChild(d);
+        return { el: d, hemi: a.hemi, vertex: a.vertex };
+      });
+    }
+    var _v = null, _n = null;
+    function placeNames() {
+      var T = st.three, g = st.geo;
+      if (!g.nameEls) return;
+      var show = outlinesBox.checked, w = canvas.clientWidth, h = canvas.clientHeight;
+      _v = _v || new THREE.Vector3(); _n = _n || new THREE.Vector3();
+      var camPos = T.camera.position;
+      g.nameEls.forEach(function (it) {
+        var mesh = T.meshes[it.hemi], pos = mesh.geometry.getAttribute("position").array, nr = mesh.geometry.getAttribute("normal").array, i = 3 * it.vertex;
+        _v.set(pos[i], pos[i + 1], pos[i + 2]).applyMatrix4(mesh.matrixWorld);
+        _n.set(nr[i], nr[i + 1], nr[i + 2]).transformDirection(mesh.matrixWorld);
+        var facing = st.mesh === "flat" || _n.dot(new THREE.Vector3().subVectors(camPos, _v).normalize()) > 0.25;
+        var p = _v.clone().project(T.camera);
+        var inside = p.x > -1 && p.x < 1 && p.y > -1 && p.y < 1;
+        if (!show || !facing || !inside) { it.el.style.display = "none"; return; }
+        it.el.style.display = "";
+        it.el.style.left = ((p.x + 1) / 2 * w) + "px"; it.el.style.top = ((1 - p.y) / 2 * h) + "px";
+      });
+    }
+
+    function applyColour() {
+      var T = st.three;
+      if (!T) return;
+      var lim = colour.limits(), lut = colour.lut(), data = T.lutTex.image.data;
+      for (var i = 0; i < 256; i++) { data[4 * i] = lut[3 * i]; data[4 * i + 1] = lut[3 * i + 1]; data[4 * i + 2] = lut[3 * i + 2]; data[4 * i + 3] = 255; }
+      T.lutTex.needsUpdate = true;
+      T.uniforms.vmin.value = lim.vmin; T.uniforms.vmax.value = lim.vmax;
+      T.uniforms.thr.value = lim.thr === null ? -1 : lim.thr; T.uniforms.symm.value = lim.symmetric ? 1 : 0;
+      T.uniforms.showData.value = st.val ? 1 : 0;
+    }
+
+    // Per-unit values -> per-vertex attributes (no data: has = 0).
+    function uploadValues() {
+      var g = st.geo, T = st.three, val = st.val;
+      ["lh", "rh"].forEach(function (h) { g["value_" + h].fill(0); g["has_" + h].fill(0); });
+      if (val) {
+        for (var u = 0; u < val.length; u++) {
+          var x = val[u];
+          if (x !== x) continue;
+          var v = g.vertexOfUnit[u], h = v < g.s.n_lh ? "lh" : "rh", i = v - g.offset[h];
+          g["value_" + h][i] = x; g["has_" + h][i] = 1;
+        }
+      }
+      ["lh", "rh"].forEach(function (h) {
+        var geom = T.meshes[h].geometry;
+        geom.getAttribute("value").needsUpdate = true; geom.getAttribute("has").needsUpdate = true;
+      });
+    }
+
+    var frame = 0;
+    function draw() {
+      var T = st.three;
+      if (!T || !st.geo || !resize()) return false;
+      T.renderer.render(T.scene, T.camera);
+      placeNames();
+      root.dataset.renders = String((+root.dataset.renders || 0) + 1);
+      return true;
+    }
+    function drawSoon() { if (!frame) frame = requestAnimationFrame(function () { frame = 0; draw(); }); }
+
+    function showValue(v) {
+      if (v.clear) {
+        st.val = null; st.meta = null; st.lastB64 = null; colour.clear(v.title);
+        if (st.geo) { uploadValues(); applyColour(); draw(); }
+        setStatus(v.title || ""); return;
+      }
+      if (!st.geo) { st.pending = v; setStatus("loading surface\u2026"); return; }
+      if (v.n !== st.geo.s.n_units) {
+        st.pending = v; setStatus("values (" + v.n + ") do not match this unit space (" + st.geo.s.n_units + ")"); return;
+      }
+      var t0 = performance.now();
+      st.pending = null; st.val = values16(v.v); st.meta = v; st.lastB64 = v.v;
+      colour.onValues(v);
+      uploadValues(); applyColour(); draw(); colour.drawBar(true);
+      setStatus("");
+      root.dataset.paintMs = (performance.now() - t0).toFixed(1);
+      markPaint(element, root, v.title);
+    }
+
     var built = new Map();
     function showStatic(s) {
       st.sid = s.sid; st.geo = null; st.val = null;
-      setStatus("loading surface\u2026");
-      root.dataset.sid = "";
-      var t0 = performance.now();
-      var job = built.get(s.sid) || buildSurface(s);
+      setStatus("loading surface\u2026"); root.dataset.sid = "";
+      colour.setLuts(s.luts);
+      var t0 = performance.now(), job = built.get(s.sid) || buildCortex(s);
       built.delete(s.sid); built.set(s.sid, job);
       while (built.size > 3) built.delete(built.keys().next().value);
       job.then(function (g) {
         if (st.sid !== s.sid) return;
-        if (canvas.width !== g.W || canvas.height !== g.H) { canvas.width = g.W; canvas.height = g.H; }
-        st.geo = g;
-        root.dataset.sid = s.sid;
-        root.dataset.buildMs = (performance.now() - t0).toFixed(0);
+        scene3(); st.geo = g; vertexAttributes(g);
+        meshSel.innerHTML = s.meshes.map(function (m) { return "<option value=\"" + esc(m.kind) + "\">" + esc(m.label) + "</option>"; }).join("");
+        useMesh(g.meshes[st.mesh] ? st.mesh : s.meshes[0].kind);
+        root.dataset.sid = s.sid; root.dataset.buildMs = (performance.now() - t0).toFixed(0);
         setStatus("");
-        if (st.pending) showValue(st.pending); else draw();
+        if (st.pending) showValue(st.pending); else { applyColour(); draw(); }
       }).catch(function (e) { built.delete(s.sid); console.error("Cortextual brain panel:", e); setStatus("could not draw the surface: " + e); });
     }
 
-    canvas.addEventListener("mousemove", function (ev) {
-      var g = st.geo;
-      if (!g) return placeTip(tip, stage, ev, "");
-      var p = canvasPoint(canvas, ev), x = Math.floor(p[0]), y = Math.floor(p[1]);
-      var q = x >= 0 && y >= 0 && x < g.W && y < g.H ? g.pixelOwner[y * g.W + x] : -1;
-      if (q < 0) return placeTip(tip, stage, ev, "");
-      var v = g.wa[q] >= g.wb[q] && g.wa[q] >= g.wc[q] ? g.ia[q] : g.wb[q] >= g.wc[q] ? g.ib[q] : g.ic[q];
-      var hemi = v < g.s.n_lh ? "lh" : "rh", local = hemi === "lh" ? v : v - g.s.n_lh;
-      var region = g.s.roi_names[g.labels[v]] || "";
-      var u = g.unitOfVertex[v];
-      var value = u >= 0 && st.val ? st.val[u] : NaN;
-      var html = "<b>" + hemi + "</b> vertex " + local + " <span style='opacity:.7'>(#" + v + ")</span>";
-      if (g.labels[v] > 0) html += "<br>" + esc(region);
-      html += "<br>" + (u < 0 ? "no data here" : value === value ? "value " + fmt(value) : "no value");
-      placeTip(tip, stage, ev, html);
+    // ---- interaction: drag rotates, right/shift-drag pans, wheel zooms, hover/click picks
+    var drag = null;
+    canvas.addEventListener("contextmenu", function (ev) { ev.preventDefault(); });
+    canvas.addEventListener("pointerdown", function (ev) {
+      if (!st.three) return;
+      ev.preventDefault();  // no text selection, no native drag
+      canvas.setPointerCapture(ev.pointerId);
+      drag = { x: ev.clientX, y: ev.clientY, x0: ev.clientX, y0: ev.clientY, pan: ev.button === 2 || ev.shiftKey };
     });
+    canvas.addEventListener("pointermove", function (ev) {
+      var T = st.three;
+      if (!T) return;
+      if (drag) {
+        var dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+        drag.x = ev.clientX; drag.y = ev.clientY;
+        if (drag.pan) {
+          var per = (T.camera.position.z * 2 * Math.tan(T.camera.fov * Math.PI / 360)) / (canvas.clientHeight || 400);
+          T.world.position.x += dx * per; T.world.position.y -= dy * per;
+        } else {
+          var q1 = new THREE.Quaternion().setFromAxisAngle(new THREE.Vector3(0, 1, 0), dx * 0.01);
+          var q2 = new THREE.Quaternion().setFromAxisAngle(new THREE.Vector3(1, 0, 0), dy * 0.01);
+          T.world.quaternion.premultiply(q1).premultiply(q2);
+        }
+        tip.hidden = true; drawSoon(); return;
+      }
+      hoverSoon(ev);
+    });
+    function endDrag(ev) {
+      if (!drag) return;
+      var moved = Math.abs(ev.clientX - drag.x0) + Math.abs(ev.clientY - drag.y0);
+      drag = null;
+      if (moved < 4) pick(ev, true);
+    }
+    canvas.addEventListener("pointerup", endDrag);
+    canvas.addEventListener("pointercancel", function () { drag = null; });
     canvas.addEventListener("mouseleave", function () { tip.hidden = true; });
-    setupPng(root, canvas, function () { return (st.meta && st.meta.title) || "brain"; });
-    watchSize(canvas, draw);
+    canvas.addEventListener("wheel", function (ev) {
+      var T = st.three;
+      if (!T) return;
+      ev.preventDefault();
+      T.zoom = Math.min(12, Math.max(0.4, T.zoom * Math.exp(-ev.deltaY * 0.0015)));
+      fitCamera(); drawSoon();
+    }, { passive: false });
+    canvas.addEventListener("dblclick", function (ev) { ev.preventDefault(); if (st.three) setView(st.view); });
+
+    var hoverEv = null, hoverFrame = 0;
+    function hoverSoon(ev) {
+      hoverEv = ev;
+      if (!hoverFrame) hoverFrame = requestAnimationFrame(function () { hoverFrame = 0; pick(hoverEv, false); });
+    }
+    var raycaster = null;
+    // Vertex, region and value under the pointer (the nearest corner of the triangle hit).
+    function pick(ev, pin) {
+      var T = st.three, g = st.geo;
+      if (!T || !g) return null;
+      var r = canvas.getBoundingClientRect();
+      var ndc = new THREE.Vector2(((ev.clientX - r.left) / r.width) * 2 - 1, -((ev.clientY - r.top) / r.height) * 2 + 1);
+      raycaster = raycaster || new THREE.Raycaster();
+      T.world.updateMatrixWorld(true);
+      raycaster.setFromCamera(ndc, T.camera);
+      var hits = raycaster.intersectObjects([T.meshes.lh, T.meshes.rh], false);
+      if (!hits.length) { placeTip(tip, stage, ev, ""); return null; }
+      var hit = hits[0], mesh = hit.object, h = mesh.userData.hemi, local = mesh.worldToLocal(hit.point.clone());
+      var pos = mesh.geometry.getAttribute("position").array, best = -1, bd = Infinity;
+      [hit.face.a, hit.face.b, hit.face.c].forEach(function (vi) {
+        var d = Math.pow(pos[3 * vi] - local.x, 2) + Math.pow(pos[3 * vi + 1] - local.y, 2) + Math.pow(pos[3 * vi + 2] - local.z, 2);
+        if (d < bd) { bd = d; best = vi; }
+      });
+      var v = best + g.offset[h], label = g.labels[v], region = label > 0 ? g.s.roi_names[label] || "" : "";
+      var u = g.unitOfVertex[v], value = u >= 0 && st.val ? st.val[u] : NaN;
+      var info = { hemi: h, vertex: best, index: v, region: region, value: value === value ? value : null };
+      var html = "<b>" + h + "</b> vertex " + best + (region ? " \u00b7 " + esc(region) : "") + "<br>" +
+        (u < 0 ? "no data here" : value === value ? "value " + fmt(value) + (colour.units() ? " " + esc(colour.units()) : "") : "no value");
+      placeTip(tip, stage, ev, html);
+      root.dataset.hover = JSON.stringify(info);
+      if (pin) { root.dataset.pick = JSON.stringify(info); if (readout) readout.innerHTML = html.replace("<br>", " \u00b7 "); }
+      return info;
+    }
+
+    // ---- toolbar
+    meshSel.addEventListener("change", function () { if (st.geo) useMesh(meshSel.value); });
+    outlinesBox.addEventListener("change", function () {
+      if (!st.three) return;
+      st.three.lines.lh.visible = st.three.lines.rh.visible = outlinesBox.checked; draw();
+    });
+    root.querySelectorAll(".ctx-view").forEach(function (b) {
+      b.addEventListener("click", function () {
+        if (!st.geo) return;
+        if (st.mesh === "flat") useMesh(Object.keys(st.geo.meshes)[0]);
+        setView(b.dataset.view);
+      });
+    });
+    root.querySelector(".ctx-png").addEventListener("click", function () {
+      if (draw()) downloadBlob(canvas, (st.meta && st.meta.title) || "brain");
+    });
+    var exportBtn = root.querySelector(".ctx-export"), transparent = root.querySelector(".ctx-transparent");
+    exportBtn.addEventListener("click", async function () {
+      if (!server || !server.export_figure) { setStatus("figure export needs the viewer's server"); return; }
+      if (!st.val || !st.lastB64) { setStatus("nothing to export yet"); return; }
+      var settings = colour.settings();
+      settings.mesh = st.mesh; settings.transparent = transparent.checked;
+      exportBtn.disabled = true; setStatus("rendering the figure on the server\u2026");
+      var t0 = performance.now();
+      try {
+        var res = await server.export_figure(st.sid, st.lastB64, settings);
+        if (!res || res.error) { setStatus((res && res.error) || "export failed"); return; }
+        var bytes = b64bytes(res.png), a = document.createElement("a");
+        a.href = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+        a.download = ((settings.title || "brain").replace(/[^\w.-]+/g, "_").slice(0, 80) || "brain") + ".png";
+        document.body.appendChild(a); a.click(); a.remove();
+        setTimeout(function () { URL.revokeObjectURL(a.href); }, 5000);
+        root.dataset.exported = JSON.stringify({ width: res.width, height: res.height, ms: res.ms, bytes: bytes.length });
+        setStatus("figure " + res.width + "\u00d7" + res.height + " px, rendered in " + (res.ms / 1000).toFixed(1) + " s (round trip " + ((performance.now() - t0) / 1000).toFixed(1) + " s)");
+      } catch (e) {
+        setStatus("export failed: " + e);
+      } finally { exportBtn.disabled = false; }
+    });
+
+    if (typeof ResizeObserver !== "undefined") new ResizeObserver(function () { if (st.three && st.geo) { drawSoon(); colour.drawBar(!!st.val); } }).observe(canvas);
     bindProps(root, props, watch, showStatic, showValue);
+  }
+
+  function downloadBlob(canvas, stem) {
+    canvas.toBlob(function (blob) {
+      if (!blob) return;
+      var a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = (stem || "figure").replace(/[^\w.-]+/g, "_").slice(0, 80) + ".png";
+      document.body.appendChild(a); a.click(); a.remove();
+      setTimeout(function () { URL.revokeObjectURL(a.href); }, 2000);
+    }, "image/png");
   }
 
   // ------------------------------------------------------------------ mouse (neurons) panel
@@ -425,11 +711,10 @@
     for (var m = 0; m < g.x.length; m++) { g.cx[m] = g.px(g.x[m]); g.cy[m] = g.py(g.y[m]); }
     // Dots fill about a quarter of the map's area, within 2..6 canvas px of radius.
     g.radius = Math.max(2, Math.min(6, 0.5 * Math.sqrt((W - 2 * margin) * (H - top - bottom) / Math.max(1, g.x.length)) / 1.8));
-    g.lut = b64bytes(s.lut);
     return g;
   }
 
-  function renderNeurons(ctx, g, val, meta) {
+  function renderNeurons(ctx, g, val, colour) {
     var W = g.W, H = g.H;
     ctx.save();
     ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, W, H);
@@ -442,13 +727,13 @@
       ctx.fillStyle = "#f2f2f0"; ctx.fill();
       ctx.strokeStyle = "#3a3a3a"; ctx.lineWidth = Math.max(1, 1.3 * sc); ctx.stroke();
     });
-    var n = g.x.length, vmax = meta && meta.vmax > 0 ? meta.vmax : 1, lut = g.lut, r = g.radius;
+    var n = g.x.length, lim = colour.limits(), lut = colour.lut(), r = g.radius, span = Math.max(1e-12, lim.vmax - lim.vmin);
     // Strongest responses last, so they stay visible where dots overlap.
     var order = new Uint32Array(n);
     for (var i = 0; i < n; i++) order[i] = i;
     if (val) {
       var key = new Float32Array(n);
-      for (var j = 0; j < n; j++) key[j] = val[j] === val[j] ? Math.abs(val[j]) : -1;
+      for (var j = 0; j < n; j++) key[j] = val[j] === val[j] ? (lim.symmetric ? Math.abs(val[j]) : val[j]) : -Infinity;
       order.sort(function (a, b) { return key[a] - key[b]; });
     }
     ctx.lineWidth = Math.max(0.6, r / 5);
@@ -456,9 +741,10 @@
       var k = order[t], x = g.cx[k], y = g.cy[k];
       if (!(x === x && y === y)) continue;
       var v = val ? val[k] : NaN;
+      var shown = v === v && (lim.thr === null || (lim.symmetric ? Math.abs(v) >= lim.thr : v >= lim.thr));
       ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI);
-      if (v === v) {
-        var c = 3 * lutIndex(v, vmax);
+      if (shown) {
+        var c = 3 * Math.min(255, Math.max(0, Math.floor((v - lim.vmin) / span * 255.999)));
         ctx.fillStyle = "rgb(" + lut[c] + "," + lut[c + 1] + "," + lut[c + 2] + ")";
         ctx.fill(); ctx.strokeStyle = "rgba(0,0,0,0.45)"; ctx.stroke();
       } else {
@@ -493,8 +779,12 @@
       ctx.strokeText(o.name, ax, ay); ctx.fillText(o.name, ax, ay);
     });
     ctx.restore();
-    drawTitle(ctx, meta && meta.title || "", W * 0.9, g.top * 0.3, Math.round(Math.min(13 * sc, 0.35 * g.top)), W / 2);
-    if (val) drawColorbar(ctx, lut, W / 2, H - g.bottom * 0.5, Math.min(W * 0.34, 260 * sc), Math.round(Math.min(9 * sc, 0.2 * g.bottom)), vmax, meta.cbar_label || "", Math.round(Math.min(11 * sc, 0.28 * g.bottom)));
+  }
+
+  // Canvas pixels per CSS pixel: text is sized for the screen, whatever the canvas resolution.
+  function cssScale(canvas) {
+    var w = canvas.getBoundingClientRect().width;
+    return w > 20 ? canvas.width / w : 1.6;
   }
 
   function mountMouse(element, props, watch) {
@@ -504,26 +794,30 @@
     var status = root.querySelector(".ctx-status");
     var st = { sid: null, geo: null, pending: null, val: null, meta: null };
     function setStatus(t) { if (status) status.textContent = t; }
+    var colour = new ColourScale(root, function () { draw(); colour.drawBar(!!st.val); });
     function draw() {
       if (!st.geo) return;
       var t0 = performance.now();
-      renderNeurons(ctx, st.geo, st.val, st.meta);
+      renderNeurons(ctx, st.geo, st.val, colour);
       root.dataset.renderMs = (performance.now() - t0).toFixed(1);
       root.dataset.renders = String((+root.dataset.renders || 0) + 1);
     }
     function showValue(v) {
-      if (v.clear) { st.val = null; st.meta = { title: v.title || "" }; setStatus(v.title || ""); draw(); return; }
+      if (v.clear) { st.val = null; st.meta = null; colour.clear(v.title); setStatus(v.title || ""); draw(); return; }
       if (!st.geo) { st.pending = v; setStatus("loading area map\u2026"); return; }
       if (v.n !== st.geo.s.n_units) {
         st.pending = v;
         setStatus("values (" + v.n + ") do not match this unit space (" + st.geo.s.n_units + ")");
         return;
       }
-      st.pending = null; st.val = values16(v.v); st.meta = v; setStatus(""); draw();
+      st.pending = null; st.val = values16(v.v); st.meta = v;
+      colour.onValues(v); setStatus(""); draw(); colour.drawBar(true);
+      markPaint(element, root, v.title);
     }
     function showStatic(s) {
       st.sid = s.sid; st.geo = null; st.val = null; root.dataset.sid = "";
       setStatus("loading area map\u2026");
+      colour.setLuts(s.luts);
       buildNeurons(s).then(function (g) {
         if (st.sid !== s.sid) return;
         canvas.width = g.W; canvas.height = g.H;
@@ -546,13 +840,33 @@
         var d = e.data[best];
         html += "<br>" + esc(e.name) + " " + esc(e.names ? (e.names[d] || d) : fmt(d) + (e.unit ? " " + e.unit : ""));
       });
-      html += "<br>" + (value === value ? "value " + fmt(value) : "no value");
+      html += "<br>" + (value === value ? "value " + fmt(value) + (colour.units() ? " " + esc(colour.units()) : "") : "no value");
       placeTip(tip, stage, ev, html);
     });
     canvas.addEventListener("mouseleave", function () { tip.hidden = true; });
-    setupPng(root, canvas, function () { return (st.meta && st.meta.title) || "neurons"; });
-    watchSize(canvas, draw);
+    root.querySelector(".ctx-png").addEventListener("click", function () { downloadBlob(canvas, (st.meta && st.meta.title) || "neurons"); });
+    if (typeof ResizeObserver !== "undefined") {
+      var last = 0;
+      new ResizeObserver(function () {
+        var w = canvas.getBoundingClientRect().width;
+        if (w > 20 && Math.abs(w - last) > 0.08 * last) { last = w; requestAnimationFrame(function () { draw(); colour.drawBar(!!st.val); }); }
+      }).observe(canvas);
+    }
     bindProps(root, props, watch, showStatic, showValue);
+  }
+
+  // Wire props -> state: `static_data` (geometry, once per dataset) and `value` (per switch).
+  function bindProps(root, props, watch, onStatic, onValue) {
+    var lastStatic = null, lastValue = null;
+    root.ctxHasStatic = function () { return !!props[STATIC]; };  // for browser tests
+    function sync() {
+      var s = props[STATIC], v = props.value;
+      if (s && s !== lastStatic && (!lastStatic || s.sid !== lastStatic.sid)) { lastStatic = s; onStatic(s); }
+      else if (s) lastStatic = s;
+      if (v !== lastValue) { lastValue = v; if (v) onValue(v); }
+    }
+    watch(["value", STATIC], sync);
+    sync();
   }
 
   window.CortextualPanels = { mountBrain: mountBrain, mountMouse: mountMouse, _decode: { b64bytes: b64bytes, values16: values16 } };
