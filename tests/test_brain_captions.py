@@ -6,14 +6,18 @@ business (a tiny random LM writes noise)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from backend.cache import Store
+from backend.models.brain_qformer import QFormerConfig
 from backend.models.device import Cancelled
 from backend.models.prefix_decoder import PrefixConfig
 from backend.stages.brain_captions import brain_captions, cached_brain_captions
+from backend.stages.brain_qformer import cached_qformer_captions, qformer_captions
+from backend.stages.brain_qformer import model_key as qformer_model_key
 from tests.models_tiny import register_tiny, tiny_id
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -119,3 +123,58 @@ def test_job_progress_result_and_reads(client, backend_services, tiny_pool):
     train_row = int(backend_services.dataset("demo-human").stimuli.indices("train")[0])
     with pytest.raises(Exception, match="training stimulus"):
         client.brain_caption("demo-human", train_row, language_model=LM, steps=2, max_new_tokens=4)
+
+
+# ------------------------------------------------------------------------- the Brain Q-Former
+
+QTINY = QFormerConfig(queries=2, dim=16, layers=1, heads=2, patch=4096, steps=3, batch_size=8, lr=1e-2, seed=0, max_tokens=12)
+
+
+def test_qformer_trains_once_caches_and_cancel_leaves_nothing(human, tiny_pool, tmp_path):
+    store = Store(tmp_path / "store.sqlite")
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        qformer_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM,
+                         config=replace(QTINY, steps=50), cancel=cancel, **GEN)
+    # Nothing half-written: no model, no result under the cancelled configuration.
+    assert store.get(qformer_model_key(human, list(human.stimuli.captions), MINILM, LM, replace(QTINY, steps=50))) is None
+    assert cached_qformer_captions(human, "reference", MINILM, store, language_model=LM, config=replace(QTINY, steps=50), **GEN) is None
+
+    steps: list[str] = []
+    result = qformer_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM, config=QTINY,
+                              report=lambda done, total, message: steps.append(message), **GEN)
+    test = [int(i) for i in human.stimuli.indices("test")]
+    assert sorted(int(k) for k in result["stimuli"]) == test
+    assert any("training step 3 of 3, loss" in m for m in steps)
+    assert result["training"]["cached"] is False and result["training"]["brain_tokens"] >= 2
+    m = result["metrics"]["qformer"]
+    assert set(m) >= {"bleu1", "bleu4", "meteor", "rouge_l", "cider", "similarity"} and 0 <= m["identification"]["two_way"] <= 1
+    assert cached_qformer_captions(human, "reference", MINILM, store, language_model=LM, config=QTINY, **GEN) == result
+    # (the key checked after the cancel above is the one a finished training writes)
+    assert store.get(qformer_model_key(human, list(human.stimuli.captions), MINILM, LM, QTINY)) is not None
+    # Other generation settings: the trained model is read back (no training), captions are new.
+    more = qformer_captions(human, "reference", MINILM, store=store, pool=tiny_pool, language_model=LM, config=QTINY,
+                            max_new_tokens=5)
+    assert more["training"]["cached"] is True and more["training"]["loss"] == result["training"]["loss"]
+
+
+def test_qformer_job_and_read(client, tiny_pool):
+    with pytest.raises(Exception, match="no Q-Former captions"):
+        client.brain_qformer("demo-human", language_model=LM, steps=2)
+    with pytest.raises(Exception, match="not a language model"):
+        client.brain_qformer_job("demo-human", language_model=MINILM)
+    job = client.brain_qformer_job("demo-human", language_model=LM, steps=2, max_new_tokens=4)
+    deadline = time.monotonic() + 300
+    while job["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+        job = client.job(job["id"])
+    assert job["state"] == "done", job
+    assert job["result"]["trained"] is True and 0 <= job["result"]["two_way"] <= 1
+    table = client.brain_qformer("demo-human", language_model=LM, steps=2, max_new_tokens=4)
+    assert "qformer" in table["metrics"] and "loss" not in table["training"] and len(table["stimuli"]) > 0

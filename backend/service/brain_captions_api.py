@@ -8,11 +8,13 @@ caption source that is not complete is a one-line 4xx at once, not a job that fa
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from backend.models.brain_qformer import QFormerConfig
 from backend.models.prefix_decoder import PrefixConfig
 from backend.models.registry import DEFAULTS
 from backend.service.errors import error_responses
@@ -20,6 +22,7 @@ from backend.service.jobs import Job
 from backend.service.stages_api import cancel_flag, checked_model, complete_captions, run_cancellable
 from backend.service.state import DatasetField, DatasetId, Services, services, stimulus_row
 from backend.stages.brain_captions import DEFAULT_LM, brain_captions, brainhub_candidates, cached_brain_captions, quick_config
+from backend.stages.brain_qformer import cached_qformer_captions, qformer_captions
 from backend.stages.captions import REFERENCE
 from backend.stages.decoding import cached_decoding
 
@@ -139,3 +142,67 @@ def brain_captions_brainhub(dataset_id: DatasetId, q: dict = Depends(_query),
     split, as BrainHub's eval_caption.py reads candidates (score NSD subject 1 against the leaderboard)."""
     ds, result = _cached(s, dataset_id, q)
     return brainhub_candidates(ds, result, which)
+
+
+# ------------------------------------------------------------------------- the Brain Q-Former
+
+
+class QFormerRequest(BaseModel):
+    dataset: DatasetField
+    source: str = Field(REFERENCE, description='"reference" or the captioner whose captions to learn')
+    embedder: str = Field(DEFAULTS["text_embedder"], description="caption embeddings: contrastive targets and scores")
+    language_model: str = DEFAULT_LM
+    steps: int = Field(QFormerConfig().steps, ge=1, le=20000, description="training steps (batches of 16 pairs)")
+    pretrain_steps: int = Field(0, ge=0, le=20000, description="masked-unit pretraining steps of the brain encoder")
+    num_beams: int = Field(1, ge=1, le=8)
+    max_new_tokens: int = Field(30, ge=1, le=100)
+    seed: int = 0
+
+
+def _qformer_settings(q: dict) -> dict:
+    config = replace(QFormerConfig(), steps=int(q["steps"]), pretrain_steps=int(q["pretrain_steps"]), seed=int(q["seed"]))
+    return dict(language_model=q["language_model"], config=config, max_new_tokens=q["max_new_tokens"],
+                num_beams=q["num_beams"], seed=q["seed"])
+
+
+@router.post("/api/jobs/brain-qformer", summary="Train the Brain Q-Former and caption the test stimuli from their responses")
+def brain_qformer_job(request: QFormerRequest, s: Services = Depends(services)) -> dict:
+    ds = s.dataset(request.dataset)
+    checked_model(request.embedder, "text_embedder")
+    checked_model(request.language_model, "language_model")
+    complete_captions(s, ds, request.source)
+    settings = _qformer_settings(request.model_dump())
+
+    def work(job: Job) -> dict:
+        result = run_cancellable(job, lambda: qformer_captions(
+            ds, request.source, request.embedder, store=s.store, pool=s.pool, report=job.report,
+            cancel=cancel_flag(job), **settings))
+        m = result["metrics"]["qformer"]
+        return {"dataset": ds.id, "language_model": request.language_model,
+                "training_seconds": result["training"].get("seconds"), "trained": not result["training"].get("cached"),
+                "similarity": round(m["similarity"], 3), "cider": round(m["cider"], 3),
+                "two_way": round(m["identification"]["two_way"], 3)}
+
+    return s.jobs.submit("brain-qformer", request.model_dump(), work).as_dict()
+
+
+def _qformer_query(source: str = REFERENCE, embedder: str = DEFAULTS["text_embedder"], language_model: str = DEFAULT_LM,
+                   steps: int = Query(QFormerConfig().steps, ge=1, le=20000), pretrain_steps: int = Query(0, ge=0, le=20000),
+                   num_beams: int = Query(1, ge=1, le=8), max_new_tokens: int = Query(30, ge=1, le=100), seed: int = 0) -> dict:
+    return dict(source=source, embedder=embedder, language_model=language_model, steps=steps,
+                pretrain_steps=pretrain_steps, num_beams=num_beams, max_new_tokens=max_new_tokens, seed=seed)
+
+
+@router.get("/api/datasets/{dataset_id}/brain-qformer", summary="Captions of the Brain Q-Former: scores and per-stimulus rows")
+def brain_qformer_table(dataset_id: DatasetId, q: dict = Depends(_qformer_query), s: Services = Depends(services)) -> dict:
+    """Metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, sentence similarity, identification), training
+    facts and {row: {generated, similarity}} of a finished Q-Former job with these settings."""
+    ds = s.dataset(dataset_id)
+    try:
+        result = cached_qformer_captions(ds, q["source"], q["embedder"], s.store, **_qformer_settings(q))
+    except LookupError as err:
+        raise HTTPException(404, str(err.args[0])) from None
+    if result is None:
+        raise HTTPException(404, f"no Q-Former captions of {q['source']!r} by {q['language_model']} with these settings yet; "
+                                 f"run a brain-qformer job first")
+    return {**result, "training": {k: v for k, v in result["training"].items() if k != "loss"}}

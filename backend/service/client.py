@@ -333,3 +333,12 @@ class BackendClient:
     def brain_captions_brainhub(self, dataset_id: str, which: str = "generated", **params) -> dict[str, str]:
         """{"0": caption, ...} per test stimulus in BrainHub's candidate format (eval_caption.py)."""
         return self._json(f"/api/datasets/{dataset_id}/brain-captions/brainhub", which=which, **params)
+
+    def brain_qformer_job(self, dataset_id: str, **params) -> dict:
+        """Start training the Brain Q-Former and captioning the test stimuli from their responses.
+        ``params``: source, embedder, language_model, steps, pretrain_steps, num_beams, max_new_tokens, seed."""
+        return self._post("/api/jobs/brain-qformer", {"dataset": dataset_id, **params})
+
+    def brain_qformer(self, dataset_id: str, **params) -> dict:
+        """Metrics, training facts and per-stimulus captions of a finished Q-Former job (404 if none)."""
+        return self._json(f"/api/datasets/{dataset_id}/brain-qformer", **params)
