@@ -19,7 +19,7 @@ from backend.data import catalog
 from backend.data.schema import DatasetError
 from backend.models.registry import UnknownModel
 from backend.models.weights import ModelUnavailable
-from backend.service import brain_captions_api, datasets_api, manifolds_api, models_api, stages_api, switch_api
+from backend.service import brain_captions_api, datasets_api, manifolds_api, models_api, stages_api, switch_api, visual_encoders_api
 from backend.service.limits import MAX_BODY_BYTES, RequestLimits
 from backend.service.state import Services
 
@@ -33,7 +33,7 @@ def create_app(prepare_demo: bool = True, max_body: int = MAX_BODY_BYTES, wrap_p
     app = FastAPI(title="Cortextual backend", version=backend.__version__)
     app.state.services = Services(prepare_demo=prepare_demo, wrap_pool=wrap_pool, store=store)
     routers = [datasets_api.router, models_api.router, stages_api.router, manifolds_api.router, brain_captions_api.router,
-               switch_api.router]
+               switch_api.router, visual_encoders_api.router]
     for router in routers:
         app.include_router(router)
 

@@ -110,6 +110,38 @@ def fit_encoding(
     return result
 
 
+def feature_encoding_keys(ds: Dataset, feature_set: str, method: str, alphas) -> dict[str, str]:
+    """Store keys of the encoding model of a named feature set (``feature_set`` must identify the
+    features' content, e.g. a trained network's weights key and layer)."""
+    base = dict(stage=STAGE, version=SOLVER_VERSION, dataset=dataset_fingerprint(ds), features=feature_set,
+                method=method, alphas=[float(a) for a in alphas])
+    return {part: entry_key(part=part, **base) for part in PARTS}
+
+
+def fit_feature_encoding(
+    ds: Dataset, feature_set: str, features: np.ndarray, *, store: Store, method: str = "gcv", alphas=DEFAULT_ALPHAS,
+    report: Report | None = None,
+) -> EncodingResult:
+    """:func:`encode_features` for features that are not caption embeddings ([n_stimuli, d], e.g. a
+    visual encoder's layer), cached under the feature set's id."""
+    cached = cached_feature_encoding(ds, feature_set, store=store, method=method, alphas=alphas)
+    if cached is not None:
+        return cached
+    result = encode_features(ds, features, method=method, alphas=alphas, report=report)
+    keys = feature_encoding_keys(ds, feature_set, method, alphas)
+    store.put_many({keys[part]: ("npy", array_to_npy(getattr(result, part))) for part in PARTS})
+    return result
+
+
+def cached_feature_encoding(ds: Dataset, feature_set: str, *, store: Store, method: str = "gcv", alphas=DEFAULT_ALPHAS) -> EncodingResult | None:
+    """The stored encoding model of a named feature set, or None (never fits anything)."""
+    keys = feature_encoding_keys(ds, feature_set, method, alphas)
+    found = store.get_many(list(keys.values()))
+    if not all(k in found for k in keys.values()):
+        return None
+    return EncodingResult(**{part: array_from_npy(found[k][1]) for part, k in keys.items()})
+
+
 def encode_features(
     ds: Dataset, features: np.ndarray, *, method: str = "gcv", alphas=DEFAULT_ALPHAS, report: Report | None = None
 ) -> EncodingResult:

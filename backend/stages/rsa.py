@@ -45,19 +45,31 @@ def rsa_table(
     if cached is not None:
         return json.loads(cached)
     models = {s: embed_texts_cached(captions[s], embedder, store=store, pool=pool) for s in sources}
+    rows = region_rsa(ds, models, n_subsets=n_subsets, subset_size=subset_size, report=report)
+    store.put(key, "json", json.dumps(rows).encode())
+    return rows
+
+
+def region_rsa(
+    ds: Dataset, models: dict[str, np.ndarray], *, stimuli=None, n_subsets: int = 20, subset_size: int = 100, report=None
+) -> list[dict]:
+    """One row {"region", "source", "mean", "sd"} per (region, model): the RDM correlation of each
+    model's vectors (name -> [n_stimuli, d], e.g. caption embeddings or a network's features) with
+    each region's responses over random subsets of ``stimuli`` (rows; default all), uncached."""
     labels, names = unit_regions(ds)
+    rows_used = np.arange(ds.n_stimuli) if stimuli is None else np.asarray(stimuli, np.int64)
+    models = {name: np.asarray(m)[rows_used] for name, m in models.items()}
     regions = [(code, str(name)) for code, name in enumerate(names) if code > 0 and (labels == code).sum() >= 2]
     rows = []
     for k, (code, name) in enumerate(regions):
         if report:
             report(k, len(regions), f"RDMs of {name}")
-        patterns = np.asarray(ds.responses[:, np.flatnonzero(labels == code)], np.float32)
+        patterns = np.asarray(ds.responses[:, np.flatnonzero(labels == code)], np.float32)[rows_used]
         scores = rsa_over_subsets(patterns, models, n_subsets=n_subsets, subset_size=subset_size)
         rows += [
             {"region": name, "source": source, "mean": round(float(v.mean()), 4), "sd": round(float(v.std(ddof=1)), 4)}
             for source, v in scores.items()
         ]
-    store.put(key, "json", json.dumps(rows).encode())
     if report:
         report(len(regions), len(regions), "done")
     return rows
