@@ -17,7 +17,9 @@ PNG rendered off-screen with pyvista (``viewer.figure_export``) with the browser
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import io
 import time
 
 import numpy as np
@@ -164,16 +166,19 @@ def build_static_payload(geometry: dict, vertices: np.ndarray | None, roi_labels
     return payload
 
 
-def export_figure(sid: str, values_b64: str, settings: dict) -> dict:
+def export_figure(request: dict) -> dict:
     """Server function behind "Export figure": {"png": base64 PNG, "ms", "width", "height"} or
-    {"error": one line}.
+    {"error": one line}. (Gradio passes a server function's one JS argument as one value.)
 
-    sid: the static payload the browser shows; values_b64: the shown per-unit values (base64
-    float16, as sent); settings: {"mesh", "cmap", "scale", "vmin", "vmax", "threshold", "title",
-    "units", "transparent", "views"} from the browser's controls.
+    request: {"sid": the static payload the browser shows, "values": the shown per-unit values
+    (base64 float16, as sent), "settings": {"mesh", "cmap", "scale", "vmin", "vmax", "threshold",
+    "title", "units", "transparent"} from the browser's controls}.
     """
     from viewer.figure_export import render_figure
 
+    if not isinstance(request, dict) or not isinstance(request.get("settings"), dict):
+        return {"error": "cannot export: expected {sid, values, settings}"}
+    sid, values_b64, settings = request.get("sid"), request.get("values"), request["settings"]
     source = _EXPORT_SOURCES.get(str(sid))
     if source is None:
         return {"error": "this surface is no longer held by the viewer; reselect the dataset and export again"}
@@ -194,10 +199,9 @@ def export_figure(sid: str, values_b64: str, settings: dict) -> dict:
             transparent=bool(settings.get("transparent")), flat=kind == "flat",
         )
         ms = 1000 * (time.perf_counter() - t0)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, binascii.Error) as err:
         return {"error": f"cannot export: {err}"}
     from PIL import Image
-    import io
 
     width, height = Image.open(io.BytesIO(png)).size
     return {"png": base64.b64encode(png).decode("ascii"), "ms": round(ms), "width": width, "height": height}

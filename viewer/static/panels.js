@@ -654,7 +654,7 @@
       exportBtn.disabled = true; setStatus("rendering the figure on the server\u2026");
       var t0 = performance.now();
       try {
-        var res = await server.export_figure(st.sid, st.lastB64, settings);
+        var res = await server.export_figure({ sid: st.sid, values: st.lastB64, settings: settings });
         if (!res || res.error) { setStatus((res && res.error) || "export failed"); return; }
         var bytes = b64bytes(res.png), a = document.createElement("a");
         a.href = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
