@@ -174,11 +174,11 @@ class Explorer:
         # The demo world's responses are in units of its noise sd; real data keep their own units.
         unit = "response (noise sd)" if self.detail(ds)["simulated"] else "response"
         if kind == "surface":
-            brain_update = self.brain.values_update(values, title, static=static, cbar_label=unit)
+            brain_update = self.brain.values_update(values, title, static=static, cbar_label=unit, scale="symmetric")
             mouse_update = gr.update()
         else:
             brain_update = gr.update()
-            mouse_update = self.mouse.values_update(values, title, static=static, cbar_label=unit)
+            mouse_update = self.mouse.values_update(values, title, static=static, cbar_label=unit, scale="symmetric")
         split = "test (mean of repeats)" if item["split"] == "test" else item["split"]
         heading = f"**Stimulus #{index}** · `{item['id']}` · {split}"
         recon = items_from_switch(payload)

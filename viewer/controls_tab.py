@@ -98,10 +98,10 @@ class ControlsTab:
         title = f"r(full) − r({CONTROL_LABELS[control]}) · {source} captions · {embedder.split('/')[-1]}"
         if explorer.unit_space(ds)["kind"] == "surface":
             static = explorer.surface_static(self.brain, ds)
-            update = self.brain.values_update(values, title, static=static, vmax=vmax, cbar_label="Δr")
+            update = self.brain.values_update(values, title, static=static, vmax=vmax, cbar_label="Δr", scale="symmetric")
             return update, gr.update(), gr.update(visible=True), gr.update(visible=False)
         static = self.mouse.static_payload(explorer.unit_space(ds))
-        update = self.mouse.values_update(values, title, static=static, vmax=vmax, cbar_label="Δr")
+        update = self.mouse.values_update(values, title, static=static, vmax=vmax, cbar_label="Δr", scale="symmetric")
         return gr.update(), update, gr.update(visible=False), gr.update(visible=True)
 
     def cleared(self) -> tuple:

@@ -89,10 +89,10 @@ class EncodingTab:
             raise gr.Error(str(err)) from None
         title = f"“{text.strip()[:80]}”"
         if explorer.unit_space(ds)["kind"] == "surface":
-            update = self.t2b_brain.values_update(values, title, static=explorer.surface_static(self.t2b_brain, ds), cbar_label="predicted response")
+            update = self.t2b_brain.values_update(values, title, static=explorer.surface_static(self.t2b_brain, ds), cbar_label="predicted response", scale="symmetric")
             return update, gr.update(), gr.update(visible=True), gr.update(visible=False)
         static = self.t2b_mouse.static_payload(explorer.unit_space(ds))
-        update = self.t2b_mouse.values_update(values, title, static=static, cbar_label="predicted response")
+        update = self.t2b_mouse.values_update(values, title, static=static, cbar_label="predicted response", scale="symmetric")
         return gr.update(), update, gr.update(visible=False), gr.update(visible=True)
 
     def cleared(self) -> tuple:
