@@ -699,7 +699,7 @@
     for (var k = 0; k < g.x.length; k++) if (isFinite(g.x[k]) && isFinite(g.y[k])) ext(g.x[k], g.y[k]);
     g.outlines.forEach(function (o) { for (var i = 0; i < o.xy.length; i += 2) ext(o.xy[i], o.xy[i + 1]); });
     if (!isFinite(xmin)) { xmin = ymin = -1; xmax = ymax = 1; }
-    var W = s.width || 900, margin = 0.11 * W, top = 0.1 * W, bottom = 0.17 * W;
+    var W = s.width || 900, margin = 0.11 * W, top = 0.08 * W, bottom = 0.07 * W;  // title and colour bar are HTML around the canvas
     var scale = (W - 2 * margin) / Math.max(1e-6, xmax - xmin);
     var H = Math.round(top + bottom + scale * (ymax - ymin));
     if (H > 1.2 * W) { scale *= (1.2 * W - top - bottom) / (H - top - bottom); H = Math.round(1.2 * W); }
