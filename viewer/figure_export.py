@@ -30,14 +30,21 @@ CAMERAS = {
 }
 
 
-def vertex_rgb(values: np.ndarray, sulc: np.ndarray | None, *, cmap: str, scale: str, vmin: float, vmax: float,
-               threshold: float | None) -> np.ndarray:
-    """uint8 [n, 3]: the colour map where a value is shown, the sulcal grey elsewhere (NaN or below
-    the threshold). values float [n]; sulc float [n] (FreeSurfer sulcal depth) or None."""
+def check_colours(cmap: str, scale: str, vmin: float, vmax: float) -> None:
+    """ValueError (one line) unless the colour settings can be drawn."""
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}")
     if not (np.isfinite(vmin) and np.isfinite(vmax) and vmax > vmin):
         raise ValueError(f"need vmin < vmax, got {vmin}, {vmax}")
+    colormap_lut(cmap, 2)  # unknown names fail here
+
+
+def vertex_rgb(values: np.ndarray, sulc: np.ndarray | None, *, cmap: str, scale: str, vmin: float, vmax: float,
+               threshold: float | None) -> np.ndarray:
+    """uint8 [n, 3]: per vertex, the colour map where a value is shown, the sulcal grey elsewhere (NaN
+    or below the threshold): the colours the figure and the browser give each vertex (both then
+    interpolate values, not colours, across triangles). values float [n]; sulc float [n] or None."""
+    check_colours(cmap, scale, vmin, vmax)
     v = np.asarray(values, np.float32)
     grey = sulc_grey(sulc, len(v)).astype(np.uint8)
     rgb = np.repeat(grey[:, None], 3, axis=1)
@@ -48,7 +55,41 @@ def vertex_rgb(values: np.ndarray, sulc: np.ndarray | None, *, cmap: str, scale:
     return rgb
 
 
-def _render_tiles(geometry: dict, values: np.ndarray, rgb: np.ndarray, layout, tile: tuple[int, int], transparent: bool) -> dict:
+def _add_map(plotter, coords: np.ndarray, faces: np.ndarray, sulc: np.ndarray | None, values: np.ndarray, *,
+             cmap: str, scale: str, vmin: float, vmax: float, threshold: float | None, lit: bool = True) -> None:
+    """Add one hemisphere: the sulcal-grey surface, and over it the data where shown, cut along the
+    threshold's iso-line (so the edge is a smooth contour, as in the browser's per-pixel test)
+    and coloured after interpolating the values (``interpolate_before_map``)."""
+    import pyvista as pv
+
+    faces = np.asarray(faces, np.int64)
+    cells = np.hstack([np.full((len(faces), 1), 3), faces]).ravel()
+    base = pv.PolyData(np.asarray(coords, np.float32), cells)
+    grey = sulc_grey(sulc, len(coords))
+    base.point_data["rgb"] = np.repeat(grey[:, None], 3, axis=1)
+    shading = {"smooth_shading": True, "ambient": 0.25, "diffuse": 0.75, "specular": 0.0} if lit else {"lighting": False}
+    plotter.add_mesh(base, scalars="rgb", rgb=True, **shading)
+    v = np.asarray(values, np.float32)
+    has = np.isfinite(v)
+    if not has.any():
+        return
+    data = base.copy()
+    data.point_data["v"] = np.where(has, v, 0.0).astype(np.float32)
+    data.point_data["has"] = has.astype(np.float32)
+    data = data.clip_scalar(scalars="has", value=0.5, invert=False)  # no-data vertices: cut half-way
+    if threshold:
+        key = np.abs(data.point_data["v"]) if scale == "symmetric" else data.point_data["v"]
+        data.point_data["key"] = key.astype(np.float32)
+        data = data.clip_scalar(scalars="key", value=float(threshold), invert=False)
+    if data.n_points == 0:
+        return
+    data = data.compute_normals(auto_orient_normals=False, split_vertices=False)
+    data.points = data.points + 0.08 * data.point_data["Normals"]  # just above the grey surface
+    plotter.add_mesh(data, scalars="v", cmap=cmap, clim=(vmin, vmax), n_colors=256, interpolate_before_map=True,
+                     show_scalar_bar=False, **shading)
+
+
+def _render_tiles(geometry: dict, values: np.ndarray, layout, tile: tuple[int, int], transparent: bool, colours: dict) -> dict:
     """{(hemi, view): RGBA uint8 image} for each hemisphere and view (pyvista, off-screen)."""
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # headless, no X
     import pyvista as pv
@@ -62,12 +103,9 @@ def _render_tiles(geometry: dict, values: np.ndarray, rgb: np.ndarray, layout, t
         plotter.enable_anti_aliasing("ssaa")
         for hemi, view in layout:
             coords = np.asarray(geometry[hemi]["coords"], np.float32)
-            faces = np.asarray(geometry[hemi]["faces"], np.int64)
             n = len(coords)
-            mesh = pv.PolyData(coords, np.hstack([np.full((len(faces), 1), 3), faces]).ravel())
-            mesh.point_data["rgb"] = rgb[offset[hemi] : offset[hemi] + n]
             plotter.clear_actors()
-            plotter.add_mesh(mesh, scalars="rgb", rgb=True, smooth_shading=True, ambient=0.25, diffuse=0.75, specular=0.0)
+            _add_map(plotter, coords, geometry[hemi]["faces"], geometry[hemi].get("sulc"), values[offset[hemi] : offset[hemi] + n], **colours)
             centre = coords.mean(axis=0)
             direction, up = CAMERAS[(hemi, view)]
             plotter.camera_position = [tuple(centre + 400 * np.asarray(direction)), tuple(centre), up]
@@ -79,7 +117,7 @@ def _render_tiles(geometry: dict, values: np.ndarray, rgb: np.ndarray, layout, t
     return tiles
 
 
-def _render_flat(geometry: dict, rgb: np.ndarray, tile: tuple[int, int], transparent: bool) -> np.ndarray:
+def _render_flat(geometry: dict, values: np.ndarray, tile: tuple[int, int], transparent: bool, colours: dict) -> np.ndarray:
     """One image of both flat hemispheres side by side, seen from above (pyvista, off-screen)."""
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     import pyvista as pv
@@ -94,11 +132,8 @@ def _render_flat(geometry: dict, rgb: np.ndarray, tile: tuple[int, int], transpa
         plotter.set_background("white")
         plotter.enable_anti_aliasing("ssaa")
         n_lh = len(lh)
-        for coords, faces, colours in ((lh, geometry["lh"]["faces"], rgb[:n_lh]), (rh, geometry["rh"]["faces"], rgb[n_lh:])):
-            faces = np.asarray(faces, np.int64)
-            mesh = pv.PolyData(coords, np.hstack([np.full((len(faces), 1), 3), faces]).ravel())
-            mesh.point_data["rgb"] = colours
-            plotter.add_mesh(mesh, scalars="rgb", rgb=True, lighting=False)
+        for coords, h, vals in ((lh, "lh", values[:n_lh]), (rh, "rh", values[n_lh:])):
+            _add_map(plotter, coords, geometry[h]["faces"], geometry[h].get("sulc"), vals, lit=False, **colours)
         plotter.view_xy()
         plotter.reset_camera()
         plotter.camera.zoom(1.3)
@@ -160,14 +195,14 @@ def render_figure(
     values = np.asarray(values, np.float32)
     if values.shape != (n_total,):
         raise ValueError(f"values must have shape ({n_total},), got {values.shape}")
-    sulc = np.concatenate([np.asarray(geometry[h].get("sulc", np.zeros(len(geometry[h]["coords"]))), np.float32) for h in ("lh", "rh")])
-    rgb = vertex_rgb(values, sulc, cmap=cmap, scale=scale, vmin=vmin, vmax=vmax, threshold=threshold)
+    check_colours(cmap, scale, vmin, vmax)
+    colours = {"cmap": cmap, "scale": scale, "vmin": float(vmin), "vmax": float(vmax), "threshold": threshold}
 
     tile = (1000, 760)
     if flat:
-        grid = [[_crop(_render_flat(geometry, rgb, tile, transparent), transparent)]]
+        grid = [[_crop(_render_flat(geometry, values, tile, transparent, colours), transparent)]]
     else:
-        tiles = _render_tiles(geometry, values, rgb, [(h, v) for v in views for h in ("lh", "rh")], tile, transparent)
+        tiles = _render_tiles(geometry, values, [(h, v) for v in views for h in ("lh", "rh")], tile, transparent, colours)
         grid = [[_crop(tiles[("lh", v)], transparent), _crop(tiles[("rh", v)], transparent)] for v in views]
 
     dpi = 200
