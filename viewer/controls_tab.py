@@ -11,7 +11,7 @@ import pandas as pd
 
 from backend.service.client import BackendError
 from viewer.brain_panel import BrainPanel
-from viewer.model_runs import follow_job, job_summary
+from viewer.model_runs import announce, follow_job, job_summary
 from viewer.mouse_panel import MousePanel
 from viewer.plotly_view import PlotlyView, figure_json
 from viewer.plots import controls_figure
@@ -134,6 +134,6 @@ class ControlsTab:
             maps = self.show_map(ds, shown, source_id, embedder_id) if shown else self.cleared()[3:]
             return status, figure_json(controls_figure(frame.to_dict("records"))), frame, choice, *maps
 
-        self.button.click(run, [dataset_state, self.control, source, embedder],
-                          [self.status, self.plot, self.table, self.control, *map_outputs], concurrency_id="ctx-jobs")
+        self.button.click(announce("controls"), None, self.status, queue=False, show_progress="hidden").then(
+            run, [dataset_state, self.control, source, embedder], [self.status, self.plot, self.table, self.control, *map_outputs])
         self.control.input(self.show_map, [dataset_state, self.control, source, embedder], map_outputs)

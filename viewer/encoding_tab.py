@@ -11,7 +11,7 @@ import numpy as np
 
 from backend.service.client import BackendError
 from viewer.brain_panel import BrainPanel
-from viewer.model_runs import follow_job, job_summary
+from viewer.model_runs import announce, follow_job, job_summary
 from viewer.mouse_panel import MousePanel
 
 PARTS = {"r": "Pearson r on the test split", "fraction_of_ceiling": "r² as a fraction of the noise ceiling"}
@@ -126,7 +126,8 @@ class EncodingTab:
                 raise gr.Error(str(err)) from None
             return gr.update(choices=sources, value="reference"), gr.update(choices=embedders, value=embedders[0][1] if embedders else None)
 
-        self.fit_button.click(fit, [dataset_state, self.source, self.embedder, self.part], outputs)
+        self.fit_button.click(announce("encoding fit"), None, self.status, queue=False, show_progress="hidden").then(
+            fit, [dataset_state, self.source, self.embedder, self.part], outputs)
         tab.select(opened, dataset_state, [self.source, self.embedder]).then(
             self.show, [dataset_state, self.source, self.embedder, self.part], outputs
         )

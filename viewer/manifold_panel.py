@@ -18,7 +18,7 @@ import threading
 import gradio as gr
 
 from backend.service.client import BackendClient, BackendError
-from viewer.model_runs import follow_job, job_summary
+from viewer.model_runs import announce, follow_job, job_summary
 from viewer.plotly_view import PlotlyView, figure_json
 from viewer.plots import manifold_figure, message_figure
 
@@ -163,7 +163,8 @@ class ManifoldPanel:
         optional component holding the caption source (default: the reference captions)."""
         extra = [source] if source is not None else []
         inputs = [dataset_state, stimulus_state, embedder_dropdown, self.region, *extra]
-        self.button.click(self.compute, inputs, [self.status, self.plot], concurrency_id="ctx-manifold-job")
+        self.button.click(announce("manifolds"), None, self.status, queue=False, show_progress="hidden").then(
+            self.compute, inputs, [self.status, self.plot])
         self.region.focus(self.region_choices, [dataset_state, self.region], self.region)
         self.region.input(self.render, inputs, self.plot, show_progress="hidden")
         embedder_dropdown.change(self.render, inputs, self.plot, show_progress="hidden")

@@ -4,6 +4,7 @@ and the reconstruction strip (images generated from each caption of the selected
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,10 +30,40 @@ def model_choices(client: BackendClient, kind: str) -> list[tuple[str, str]]:
     return choices
 
 
+def usable_default(client: BackendClient, kind: str) -> str | None:
+    """The first model of ``kind`` whose weights are here (simulated ones count): a default
+    that works. None when no model of the kind can run here (nothing is preselected)."""
+    present = [m["id"] for m in client.models(kind) if m["present"] or m["simulated"]]
+    return present[0] if present else None
+
+
 def default_text_to_image(client: BackendClient) -> str:
     """The first text-to-image model whose weights are here, else the demo world's renderer."""
     present = [m["id"] for m in client.models("text_to_image") if m["present"] and not m["simulated"]]
     return present[0] if present else FALLBACK_TEXT_TO_IMAGE
+
+
+_following = {"n": 0}
+_following_lock = threading.Lock()
+
+
+def jobs_followed() -> int:
+    """How many jobs this page's handlers are following now (any visitor)."""
+    return _following["n"]
+
+
+def announce(label: str) -> Callable[[], str]:
+    """A handler for the moment a job button is pressed (run unqueued, before the job's own
+    handler): the status says the job starts, or that it waits behind the running ones, so a
+    click on a busy button never vanishes and an old result never stays under the new progress."""
+
+    def status() -> str:
+        busy = jobs_followed()
+        if busy:
+            return f"⏳ **{label}**: queued behind {busy} running job{'s' if busy > 1 else ''}; it starts when they finish."
+        return f"⏳ **{label}**: starting…"
+
+    return status
 
 
 def follow_job(client: BackendClient, start: Callable[[], dict], progress: gr.Progress) -> dict:
@@ -40,10 +71,22 @@ def follow_job(client: BackendClient, start: Callable[[], dict], progress: gr.Pr
     progress bar. If the backend restarts meanwhile (the launcher restarts one that died), the
     job is started again, once: what its stages had stored is read back, not recomputed. The
     returned job says ``"restarted": True`` then."""
+    with _following_lock:
+        _following["n"] += 1
+    try:
+        return _follow(client, start, progress)
+    finally:
+        with _following_lock:
+            _following["n"] -= 1
+
+
+def _follow(client: BackendClient, start: Callable[[], dict], progress: gr.Progress) -> dict:
     job, restarted = start(), False
     while True:
         while job["state"] in ("queued", "running"):
-            progress(job["fraction"], desc=job["message"] or f"{job['kind']} ({job['state']})")
+            waiting = job["state"] == "queued" and not job["message"]
+            progress(job["fraction"], desc=f"{job['kind']}: queued in the backend behind other jobs" if waiting
+                     else job["message"] or f"{job['kind']} ({job['state']})")
             time.sleep(POLL_S)
             job = _poll(client, job, progress)
         if job["state"] != "interrupted" or restarted:
@@ -154,18 +197,20 @@ class ModelRuns:
             embedders = model_choices(client, "text_embedder")
             generators = model_choices(client, "text_to_image")
             generator = default_text_to_image(client)
+            # preselect only models that can run here (not a captioner whose weights are absent)
+            captioner, embedder = usable_default(client, "captioner"), usable_default(client, "text_embedder")
         except BackendError:
-            captioners, embedders, generators, generator = [], [], [], None
+            captioners, embedders, generators, generator, captioner, embedder = [], [], [], None, None, None
         with gr.Accordion("Run models (captioners, text embedders, text-to-image)", open=False, elem_id="ctx-runs"):
             gr.Markdown(
                 "Jobs run in the backend, one at a time, and are cached: a second run is read from disk. "
                 "Models marked *not downloaded* need `python launch.py models pull ID` on a machine with internet."
             )
             with gr.Row():
-                self.captioner = gr.Dropdown(captioners, value=captioners[0][1] if captioners else None, label="Captioner", scale=3, elem_id="ctx-captioner")
+                self.captioner = gr.Dropdown(captioners, value=captioner, label="Captioner", scale=3, elem_id="ctx-captioner")
                 self.caption_button = gr.Button("Caption every stimulus", scale=1, elem_id="ctx-caption-run")
             with gr.Row():
-                self.embedder = gr.Dropdown(embedders, value=embedders[0][1] if embedders else None, label="Text embedder", scale=2, elem_id="ctx-embedder")
+                self.embedder = gr.Dropdown(embedders, value=embedder, label="Text embedder", scale=2, elem_id="ctx-embedder")
                 self.source = gr.Dropdown(["reference"], value="reference", label="Captions to embed", scale=1, elem_id="ctx-embed-source")
                 self.embed_button = gr.Button("Embed captions", scale=1, elem_id="ctx-embed-run")
                 self.decode_button = gr.Button("Decode captions from the brain", scale=1, elem_id="ctx-decode-run")
@@ -258,11 +303,14 @@ class ModelRuns:
             cancelled = [client.cancel_job(j["id"])["id"] for j in client.jobs() if j["state"] in ("queued", "running")]
             return f"asked {len(cancelled)} job(s) to stop" if cancelled else "no job is running"
 
-        self.caption_button.click(caption, [dataset_state, self.captioner], self.status).then(
+        def pressed(button, label):
+            return button.click(announce(label), None, self.status, queue=False, show_progress="hidden")
+
+        pressed(self.caption_button, "captioning").then(caption, [dataset_state, self.captioner], self.status).then(
             after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
         )
-        self.embed_button.click(embed, [dataset_state, self.embedder, self.source], self.status)
-        self.decode_button.click(
+        pressed(self.embed_button, "embedding captions").then(embed, [dataset_state, self.embedder, self.source], self.status)
+        pressed(self.decode_button, "decoding from the brain").then(
             decode_and_reconstruct, [dataset_state, self.embedder, self.source, self.generator, self.corpus_file], self.status
         ).then(
             after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
@@ -271,7 +319,7 @@ class ModelRuns:
             (self.generate_button, generate, [dataset_state, self.generator, stimulus_state]),
             (self.generate_test_button, generate_test, [dataset_state, self.generator]),
         ):
-            button.click(handler, inputs, self.status).then(
+            pressed(button, "reconstructing").then(handler, inputs, self.status).then(
                 show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions
             )
         self.generator.change(show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions)

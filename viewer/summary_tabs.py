@@ -9,7 +9,7 @@ import pandas as pd
 
 from backend.service.client import BackendError
 from viewer.manifold_panel import caption_lookup
-from viewer.model_runs import FALLBACK_TEXT_TO_IMAGE, follow_job, job_summary
+from viewer.model_runs import FALLBACK_TEXT_TO_IMAGE, announce, follow_job, job_summary
 from viewer.plotly_view import PlotlyView, figure_json
 from viewer.plots import comparison_figure, rdm_figure, rsa_figure
 
@@ -65,7 +65,8 @@ class ComparisonTab:
             figure = figure_json(comparison_figure(frame.to_dict("records"), y=y))
             return f"Compared {len(frame)} caption sources in {job['elapsed_s']:.1f} s.{note}", figure, table
 
-        self.button.click(compare, [dataset_state, embedder, generator], [self.status, self.plot, self.table])
+        self.button.click(announce("captioner comparison"), None, self.status, queue=False, show_progress="hidden").then(
+            compare, [dataset_state, embedder, generator], [self.status, self.plot, self.table])
 
 
 class RsaTab:
@@ -134,7 +135,8 @@ class RsaTab:
                 gr.update(choices=sources, value=best["source"]),
             )
 
-        self.button.click(run, [dataset_state, embedder], [self.status, self.plot, self.table, self.region, self.source]).then(
+        self.button.click(announce("RSA"), None, self.status, queue=False, show_progress="hidden").then(
+            run, [dataset_state, embedder], [self.status, self.plot, self.table, self.region, self.source]).then(
             self.show_matrices, [dataset_state, self.region, self.source, embedder], self.matrices
         )
         for choice in (self.region, self.source):
