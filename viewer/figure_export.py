@@ -68,7 +68,7 @@ def _add_map(plotter, coords: np.ndarray, faces: np.ndarray, sulc: np.ndarray | 
     grey = sulc_grey(sulc, len(coords))
     base.point_data["rgb"] = np.repeat(grey[:, None], 3, axis=1)
     shading = {"smooth_shading": True, "ambient": 0.25, "diffuse": 0.75, "specular": 0.0} if lit else {"lighting": False}
-    plotter.add_mesh(base, scalars="rgb", rgb=True, **shading)
+    plotter.add_mesh(base, scalars="rgb", rgb=True, render=False, **shading)
     v = np.asarray(values, np.float32)
     has = np.isfinite(v)
     if not has.any():
@@ -86,7 +86,7 @@ def _add_map(plotter, coords: np.ndarray, faces: np.ndarray, sulc: np.ndarray | 
     data = data.compute_normals(auto_orient_normals=False, split_vertices=False)
     data.points = data.points + 0.08 * data.point_data["Normals"]  # just above the grey surface
     plotter.add_mesh(data, scalars="v", cmap=cmap, clim=(vmin, vmax), n_colors=256, interpolate_before_map=True,
-                     show_scalar_bar=False, **shading)
+                     show_scalar_bar=False, render=False, **shading)
 
 
 def _render_tiles(geometry: dict, values: np.ndarray, layout, tile: tuple[int, int], transparent: bool, colours: dict) -> dict:
@@ -109,7 +109,7 @@ def _render_tiles(geometry: dict, values: np.ndarray, layout, tile: tuple[int, i
             centre = coords.mean(axis=0)
             direction, up = CAMERAS[(hemi, view)]
             plotter.camera_position = [tuple(centre + 400 * np.asarray(direction)), tuple(centre), up]
-            plotter.reset_camera()
+            plotter.reset_camera(render=False)
             plotter.camera.zoom(1.35)
             tiles[(hemi, view)] = plotter.screenshot(transparent_background=transparent, return_img=True)
     finally:
@@ -135,7 +135,7 @@ def _render_flat(geometry: dict, values: np.ndarray, tile: tuple[int, int], tran
         for coords, h, vals in ((lh, "lh", values[:n_lh]), (rh, "rh", values[n_lh:])):
             _add_map(plotter, coords, geometry[h]["faces"], geometry[h].get("sulc"), vals, lit=False, **colours)
         plotter.view_xy()
-        plotter.reset_camera()
+        plotter.reset_camera(render=False)
         plotter.camera.zoom(1.3)
         return plotter.screenshot(transparent_background=transparent, return_img=True)
     finally:
@@ -221,7 +221,7 @@ def render_figure(
         for c, img in enumerate(row):
             w = col_w[c] * scale_px
             ax = fig.add_axes([x / width_px, y / height_px, w / width_px, h / height_px])
-            ax.imshow(img, interpolation="lanczos")
+            ax.imshow(img, interpolation="bilinear")
             ax.set_axis_off()
             x += w
     if title:
