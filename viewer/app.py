@@ -21,6 +21,7 @@ from backend.service.client import BackendClient, BackendError
 from viewer.brain_captions_tab import BrainCaptionsTab, generated_row_html
 from viewer.brain_panel import MESH_KINDS, BrainPanel
 from viewer.controls_tab import ControlsTab
+from viewer.visual_encoders_tab import VisualEncodersTab
 from viewer.summary_tabs import ComparisonTab, RsaTab
 from viewer.encoding_tab import EncodingTab
 from viewer.manifold_panel import ManifoldPanel, caption_lookup
@@ -334,6 +335,9 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         with gr.Tab("Brain -> caption"):
             brain_captions = BrainCaptionsTab(client)
 
+        with gr.Tab("Visual encoders"):
+            visual_encoders = VisualEncodersTab(explorer, SURFACE_VIEWS)
+
         with gr.Tab("Planted truth") as truth_tab:
             gr.Markdown(
                 "Simulated datasets carry the tuning they were generated with: analyses are checked against these maps."
@@ -365,6 +369,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
         comparison.wire(dataset_state, runs.embedder, runs.generator)
         rsa.wire(dataset_state, runs.embedder)
         brain_captions.wire(dataset_state, runs.embedder)
+        visual_encoders.wire(dataset_state)
         controls.wire(dataset_state, runs.source, runs.embedder)
         manifolds.wire(dataset_state, stimulus_state, runs.embedder)
         manifold_inputs = [dataset_state, stimulus_state, runs.embedder, manifolds.region]

@@ -80,7 +80,7 @@ def visual_encoders_job(request: VisualEncodersRequest, s: Services = Depends(se
     def work(job: Job) -> dict:
         result = run_cancellable(job, lambda: stage.compare_visual_encoders(
             ds, networks, settings, store=s.store, pool=s.pool, report=job.report, cancel=cancel_flag(job)))
-        return {"dataset": ds.id, "comparison": stage.comparison_key(ds, networks, settings),
+        return {"dataset": ds.id, "comparison_id": stage.comparison_key(ds, networks, settings),
                 "training_seconds": {n: t.get("seconds") for n, t in result["training"].items()},
                 "trained": {n: not t.get("cached") for n, t in result["training"].items()}}
 
@@ -96,7 +96,7 @@ def visual_encoders_job_status(job_id: JobId, s: Services = Depends(services)) -
     record = job if isinstance(job, dict) else job.as_dict()
     if record.get("kind") != "visual-encoders":
         raise HTTPException(404, f"job {job_id} is a {record.get('kind')} job, not a visual-encoders job")
-    comparison_id = (record.get("result") or {}).get("comparison")
+    comparison_id = (record.get("result") or {}).get("comparison_id")
     text = s.store.get_text(comparison_id) if comparison_id else None
     return {**record, "comparison": None if text is None else _loads(text)}
 
