@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     analyzing.add_argument("--language-model", default="HuggingFaceTB/SmolLM2-135M-Instruct",
                            help='frozen LM that generates captions from the brain (prefix decoder); "none" to skip')
     analyzing.add_argument("--brain-steps", type=int, default=120, help="training steps of the prefix decoder (default 120)")
+    analyzing.add_argument("--visual-encoders", default="none",
+                           help="visual encoders to train and compare, comma-separated among language, category, untrained "
+                                "(e.g. language,category,untrained; default none: minutes of training on a CPU)")
+    analyzing.add_argument("--visual-objective", default="cosine", choices=("cosine", "infonce", "cosine+infonce"),
+                           help="the language-trained network's loss (default cosine)")
+    analyzing.add_argument("--visual-epochs", type=int, help="training epochs of each visual encoder (default: the stage's, 20)")
+    analyzing.add_argument("--visual-backbone", default="cnn", help='"cnn" or a CLIP-vision image embedder id (frozen, trained head)')
     analyzing.add_argument("--out", required=True, help="where to write the JSON report")
     batch = commands.add_parser(
         "batch", help="caption, embed, reconstruct and fit whole datasets on a Ray cluster (optional extra .[ray])",
@@ -193,6 +200,25 @@ def import_command(args: argparse.Namespace, flags: list[str]) -> int:
     return 0
 
 
+def visual_networks(text: str) -> tuple[str, ...]:
+    """The --visual-encoders option as network names ("none" or empty: none); ValueError if unknown."""
+    from backend.stages.visual_encoders import NETWORKS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
+    unknown = [n for n in names if n not in NETWORKS]
+    if unknown:
+        raise ValueError(f"--visual-encoders: unknown network {unknown[0]!r}; choose among {', '.join(NETWORKS)}")
+    return names
+
+
+def visual_settings(args: argparse.Namespace):
+    from backend.stages.visual_encoders import Settings
+
+    return Settings(source=args.captioner, embedder=args.embedder, backbone=args.visual_backbone,
+                    objective=args.visual_objective,
+                    **({"epochs": args.visual_epochs} if args.visual_epochs is not None else {}))
+
+
 def analyze_command(args: argparse.Namespace) -> int:
     import json
 
@@ -213,7 +239,7 @@ def analyze_command(args: argparse.Namespace) -> int:
         report = analyze(
             ds, args.captioner, args.embedder, store=Store(), pool=ModelPool(), text_to_image=args.text_to_image, corpus=corpus,
             language_model=None if args.language_model == "none" else args.language_model, brain_steps=args.brain_steps,
-            progress=progress,
+            visual_encoders=visual_networks(args.visual_encoders), visual_settings=visual_settings(args), progress=progress,
         )
     except (KeyError, LookupError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

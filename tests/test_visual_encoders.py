@@ -196,6 +196,24 @@ def test_comparison_table_difference_map_and_cached_rerun(human, tmp_path):
     assert again == result and time.perf_counter() - started < 2
     lines = stage.table_lines(result)
     assert len(lines) == 1 + len(regions) and "caption" in lines[-1]
+    # The analyze report's section reads the same comparison (from the store: nothing trains).
+    from backend.stages.report import visual_encoder_report
+
+    section = visual_encoder_report(human, stage.NETWORKS, SMALL, store=store, pool=None)
+    assert set(section["by_region"]) == set(regions) and section["table"] == lines
+    cell = section["by_region"]["caption"]["language"]["penultimate"]
+    row = next(r for r in result["rows"] if (r["network"], r["layer"], r["region"]) == ("language", "penultimate", "caption"))
+    assert cell["encoding_r"] == row["encoding_r"] and cell["rsa_mean"] == row["rsa_mean"]
+    assert set(section["by_region"]["caption"]) == {"language", "category", "untrained", "text"}
+
+
+def test_analyze_option_selects_the_networks():
+    import launch
+
+    assert launch.visual_networks("language,untrained") == ("language", "untrained")
+    assert launch.visual_networks("none") == ()
+    with pytest.raises(ValueError, match="unknown network 'vgg'"):
+        launch.visual_networks("language,vgg")
 
 
 # ------------------------------------------------------------------------------------- API

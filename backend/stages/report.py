@@ -23,6 +23,8 @@ from backend.stages.comparison import compare_captioners, default_image_embedder
 from backend.stages.controls import compare_controls, dataset_lexicon
 from backend.stages.decoding import decode_captions
 from backend.stages.encoding import fit_encoding, region_summary, unit_regions
+from backend.stages.visual_encoders import Settings as VisualSettings
+from backend.stages.visual_encoders import compare_visual_encoders, table_lines
 
 Progress = Callable[[str, float], None]
 
@@ -38,13 +40,17 @@ def analyze(
     corpus: list[str] | None = None,
     language_model: str | None = DEFAULT_LM,
     brain_steps: int | None = None,
+    visual_encoders=(),
+    visual_settings: VisualSettings | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Every score the explorer's panels show, for one dataset / captioner / embedder; decoded
     captions are retrieved from ``corpus`` when given, else from the training captions.
     ``language_model``: the frozen LM that generates captions from the brain (None: skip that
     step, which trains a prefix decoder for minutes on a CPU the first time); ``brain_steps``: its
-    training steps (default: the decoder's default configuration)."""
+    training steps (default: the decoder's default configuration); ``visual_encoders``: which
+    networks of the visual-encoder comparison to train and compare (language, category, untrained;
+    none: skip), with ``visual_settings`` (default: this captioner and embedder)."""
     say = progress or (lambda stage, fraction: None)
     report: dict = {"dataset": ds.id, "captioner": captioner, "embedder": embedder, "text_to_image": text_to_image}
 
@@ -109,10 +115,28 @@ def analyze(
     say("controls", 0.9)
     report["controls"] = compare_controls(ds, captioner, embedder, store=store, pool=pool, lexicon=dataset_lexicon(ds))
 
+    if visual_encoders:
+        say("visual encoders", 0.93)
+        report["visual_encoders"] = visual_encoder_report(
+            ds, visual_encoders, visual_settings or VisualSettings(source=captioner, embedder=embedder), store=store, pool=pool)
+
     if ds.truth:
         report["truth_recovery"] = _truth_recovery(ds, encoding.r, labels, names)
     say("done", 1.0)
     return report
+
+
+def visual_encoder_report(ds: Dataset, networks, settings: VisualSettings, *, store: Store, pool) -> dict:
+    """The visual-encoder comparison for the report: per region, each network's encoding mean test
+    r and RSA (mean, sd over subsets of test stimuli) at each layer, beside the caption embedding
+    ("text"), with the training records (seconds, per-epoch losses)."""
+    result = compare_visual_encoders(ds, tuple(networks), settings, store=store, pool=pool)
+    table: dict = {}
+    for row in result["rows"]:
+        cell = table.setdefault(row["region"], {}).setdefault(row["network"], {})
+        cell[row["layer"]] = {k: row[k] for k in ("encoding_r", "fraction_of_ceiling", "rsa_mean", "rsa_sd")}
+    return {"settings": result["settings"], "networks": result["networks"], "by_region": table,
+            "training": result["training"], "rsa_stimuli": result["rsa_stimuli"], "table": table_lines(result)}
 
 
 def _generated_vs_retrieved(ds: Dataset, source: str, embedder: str, language_model: str, config: PrefixConfig,
