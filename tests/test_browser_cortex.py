@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -138,8 +139,11 @@ def test_colour_controls_and_lock_across_a_switch(page, tmp_path):
     # Locked: another stimulus keeps the user's limits.
     page.check("#ctx-brain .ctx-lock")
     title = data(page, "title")
+    started = time.perf_counter()
     page.locator("#ctx-gallery img").nth(3).click()
     page.wait_for_function(f"document.querySelector('#ctx-brain').dataset.title !== {json.dumps(title)}", timeout=30_000)
+    print(f"\n[cortex] click to repainted cortex: {1000 * (time.perf_counter() - started):.0f} ms "
+          f"(of which applying the values and drawing: {data(page, 'paintMs')} ms)")
     assert float(data(page, "vmax")) == 4 and float(data(page, "vmin")) == -4
 
     # Unlocked: the next switch takes the limits its values suggest again.
