@@ -223,6 +223,9 @@ def values_payload(
     }
 
 
+_STATIC_SERVED: list = []
+
+
 def vendor_url(name: str) -> str:
     """URL of a vendored file under Gradio's static-file route (see gr.set_static_paths)."""
     return "/gradio_api/file=" + str((VENDOR_DIR / name).resolve())
@@ -249,7 +252,9 @@ class CanvasPanel:
     def __init__(self, label: str, elem_classes: list[str] | None = None, **html_kwargs) -> None:
         import gradio as gr
 
-        gr.set_static_paths([VENDOR_DIR])
+        if not _STATIC_SERVED:  # once per process: Gradio keeps a list and would grow it per panel
+            gr.set_static_paths([VENDOR_DIR])
+            _STATIC_SERVED.append(VENDOR_DIR)
         self.label = label
         extra = {"server_functions": list(self.server_functions)} if self.server_functions else {}
         self.html = gr.HTML(
