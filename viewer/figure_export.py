@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import numpy as np
 
 from viewer.canvas_panel import SCALES, colormap_lut, sulc_grey, threshold_mask
+
+#: One render at a time: VTK's off-screen windows are not safe to drive from several threads, and
+#: the viewer serves requests from a thread pool.
+_RENDER_LOCK = threading.Lock()
 
 #: Camera per view: (direction from the hemisphere's centre to the camera, view-up), brain RAS axes.
 CAMERAS = {
@@ -179,12 +184,10 @@ def render_figure(
     geometry {"lh"/"rh": {"coords" float32 [n_h, 3] mm, "faces" int [m_h, 3], "sulc" float32 [n_h]}};
     values float [n_lh + n_rh] per vertex (NaN = no data); colour settings as the panel's controls.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure  # not pyplot: no global figure state shared between threads
 
     if width_px < 2400:
         raise ValueError("a publication figure is at least 2400 px wide")
@@ -199,11 +202,12 @@ def render_figure(
     colours = {"cmap": cmap, "scale": scale, "vmin": float(vmin), "vmax": float(vmax), "threshold": threshold}
 
     tile = (1000, 760)
-    if flat:
-        grid = [[_crop(_render_flat(geometry, values, tile, transparent, colours), transparent)]]
-    else:
-        tiles = _render_tiles(geometry, values, [(h, v) for v in views for h in ("lh", "rh")], tile, transparent, colours)
-        grid = [[_crop(tiles[("lh", v)], transparent), _crop(tiles[("rh", v)], transparent)] for v in views]
+    with _RENDER_LOCK:
+        if flat:
+            grid = [[_crop(_render_flat(geometry, values, tile, transparent, colours), transparent)]]
+        else:
+            tiles = _render_tiles(geometry, values, [(h, v) for v in views for h in ("lh", "rh")], tile, transparent, colours)
+            grid = [[_crop(tiles[("lh", v)], transparent), _crop(tiles[("rh", v)], transparent)] for v in views]
 
     dpi = 200
     n_rows, n_cols = len(grid), len(grid[0])
@@ -212,7 +216,7 @@ def render_figure(
     scale_px = width_px / sum(col_w)
     head_px, bar_px = 170 if title else 60, 260
     height_px = int(round(sum(row_h) * scale_px)) + head_px + bar_px
-    fig = plt.figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     y = height_px - head_px
     for r, row in enumerate(grid):
         x = 0.0
@@ -231,10 +235,9 @@ def render_figure(
             fig.text((sum(col_w[:c]) + col_w[c] / 2) * scale_px / width_px, 1 - (head_px - 25) / height_px, name,
                      ha="center", va="center", fontsize=11, color="#555")
     cax = fig.add_axes([0.3, 110 / height_px, 0.4, 42 / height_px])
-    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=Normalize(vmin, vmax), cmap=colormaps[cmap]), cax=cax, orientation="horizontal")
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(vmin, vmax), cmap=colormaps[cmap]), cax=cax, orientation="horizontal")
     bar.set_label(units + (f"  (not coloured: {'|value|' if scale == 'symmetric' else 'value'} < {threshold:g})" if threshold else ""), fontsize=11)
     bar.ax.tick_params(labelsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, transparent=transparent, facecolor="none" if transparent else "white")
-    plt.close(fig)
     return buf.getvalue()
