@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import html
-import io
 import os
 import re
 import threading
@@ -25,7 +24,7 @@ from viewer.visual_encoders_tab import VisualEncodersTab
 from viewer.summary_tabs import ComparisonTab, RsaTab
 from viewer.encoding_tab import EncodingTab
 from viewer.manifold_panel import ManifoldPanel, caption_lookup
-from viewer.model_runs import MAX_CORPUS_UPLOAD, ModelRuns, brain_reconstruction, items_from_switch
+from viewer.model_runs import MAX_CORPUS_UPLOAD, ModelRuns, brain_reconstruction, items_from_switch, png_path
 from viewer.mouse_panel import MousePanel
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -153,7 +152,7 @@ class Explorer:
         return items, indices, label, offset
 
     def thumbnail(self, dataset_id: str, index: int):
-        return _png_to_pil(self.client.stimulus_image(dataset_id, index, size=THUMB_PX))
+        return png_path(self.client.stimulus_image(dataset_id, index, size=THUMB_PX))
 
     def switch(self, ds: str, index: int, generator: str | None = None, images: bool = True) -> dict:
         """The backend's one-request switch payload for stimulus ``index`` (see BackendClient.switch)."""
@@ -167,7 +166,7 @@ class Explorer:
         """
         payload = self.switch(ds, index, generator)
         item = payload["stimulus"]
-        image = _png_to_pil(payload["image"])
+        image = png_path(payload["image"])
         values = self.shown_values(ds, payload["responses"])
         caption_table = self.captions_table(payload)
         kind = kind or self.unit_space(ds)["kind"]
@@ -300,10 +299,10 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                     stimulus_title = gr.Markdown(elem_id="ctx-stimulus-title")
                     with gr.Row(equal_height=True):
                         stimulus_image = gr.Image(
-                            label="Stimulus", type="pil", height=220, interactive=False, elem_id="ctx-stimulus", min_width=150
+                            label="Stimulus", type="filepath", height=220, interactive=False, elem_id="ctx-stimulus", min_width=150
                         )
                         from_brain = gr.Image(
-                            label="From the brain", type="pil", height=220, interactive=False, elem_id="ctx-recon-brain", min_width=150
+                            label="From the brain", type="filepath", height=220, interactive=False, elem_id="ctx-recon-brain", min_width=150
                         )
                     captions = gr.HTML(elem_id="ctx-captions")
                     recon_slot = gr.Column(min_width=320)
@@ -554,9 +553,3 @@ def run_viewer(client: BackendClient, dataset_id: str, host: str, port: int) -> 
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def _png_to_pil(data: bytes):
-    from PIL import Image
-
-    return Image.open(io.BytesIO(data)).convert("RGB")
