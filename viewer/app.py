@@ -309,7 +309,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
                 with gr.Column(scale=5, min_width=420):
                     with gr.Group(visible=True) as brain_group:
                         brain = BrainPanel(
-                            label="Response on the inflated cortex (fsaverage5)", views=SURFACE_VIEWS, elem_id="ctx-brain"
+                            label="Response on the cortex (fsaverage5)", views=SURFACE_VIEWS, elem_id="ctx-brain"
                         )
                     with gr.Group(visible=False) as mouse_group:
                         mouse = MousePanel(label="Neural responses on the dorsal visual areas", elem_id="ctx-mouse")
@@ -345,7 +345,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             truth_text = gr.Markdown()
             with gr.Group(visible=True) as truth_brain_group:
                 truth_brain = BrainPanel(
-                    label="Planted map on the inflated cortex", views=SURFACE_VIEWS, elem_id="ctx-truth-brain"
+                    label="Planted map on the cortex", views=SURFACE_VIEWS, elem_id="ctx-truth-brain"
                 )
             with gr.Group(visible=False) as truth_mouse_group:
                 truth_mouse = MousePanel(label="Planted map per neuron", elem_id="ctx-truth-mouse")

@@ -79,7 +79,7 @@ class ControlsTab:
         self.plot = PlotlyView("ctx-controls-plot", height=420).html
         self.table = gr.Dataframe(label="Per region and control", interactive=False, elem_id="ctx-controls-table")
         with gr.Group(visible=True) as self.brain_group:
-            self.brain = BrainPanel(label="r(full caption) − r(control) on the inflated cortex", views=surface_views, elem_id="ctx-controls-brain")
+            self.brain = BrainPanel(label="r(full caption) − r(control) on the cortex", views=surface_views, elem_id="ctx-controls-brain")
         with gr.Group(visible=False) as self.mouse_group:
             self.mouse = MousePanel(label="r(full caption) − r(control) per neuron", elem_id="ctx-controls-mouse")
 

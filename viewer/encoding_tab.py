@@ -35,7 +35,7 @@ class EncodingTab:
             self.fit_button = gr.Button("Fit encoding model", scale=1, elem_id="ctx-enc-fit")
         self.status = gr.Markdown(elem_id="ctx-enc-status")
         with gr.Group(visible=True) as self.brain_group:
-            self.brain = BrainPanel(label="Encoding accuracy on the inflated cortex", views=surface_views, elem_id="ctx-enc-brain")
+            self.brain = BrainPanel(label="Encoding accuracy on the cortex", views=surface_views, elem_id="ctx-enc-brain")
         with gr.Group(visible=False) as self.mouse_group:
             self.mouse = MousePanel(label="Encoding accuracy per neuron", elem_id="ctx-enc-mouse")
         gr.Markdown("### Text → brain\nType a sentence: the fitted encoding model predicts the response it would evoke.")
