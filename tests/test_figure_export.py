@@ -27,24 +27,23 @@ def _anterior_posterior(geometry) -> np.ndarray:
     return (4 * (y - y.min()) / (y.max() - y.min()) - 2).astype(np.float32)
 
 
-def test_vertex_colours_follow_scale_limits_and_threshold():
-    from viewer.canvas_panel import colormap_lut
-    from viewer.figure_export import vertex_rgb
+def test_colour_settings_are_checked_and_maps_are_matplotlibs():
+    from matplotlib import colormaps
 
-    values = np.array([-3, -1, -0.2, 0.2, 1, 3, np.nan], np.float32)
-    sulc = np.zeros(len(values), np.float32)
-    rgb = vertex_rgb(values, sulc, cmap="RdBu_r", scale="symmetric", vmin=-1, vmax=1, threshold=0.5)
+    from viewer.canvas_panel import colormap_lut
+    from viewer.figure_export import check_colours
+
     lut = colormap_lut("RdBu_r")
-    assert (rgb[0] == lut[0]).all() and (rgb[1] == lut[0]).all()  # below vmin clamps to the low end
-    assert (rgb[4] == lut[255]).all() and (rgb[5] == lut[255]).all()
-    grey = rgb[2]
-    assert grey[0] == grey[1] == grey[2] and (rgb[3] == grey).all() and (rgb[6] == grey).all()  # |v| < 0.5, NaN
-    seq = vertex_rgb(values, sulc, cmap="viridis", scale="sequential", vmin=0, vmax=1, threshold=0.5)
-    assert (seq[4] == colormap_lut("viridis")[255]).all() and (seq[0] == grey).all()  # negative: below the threshold
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    assert np.abs(lut[0] / 255 - np.array(colormaps["RdBu_r"](0.0)[:3])).max() < 0.003  # blue end first
+    assert lut[0, 2] > lut[0, 0] and lut[255, 0] > lut[255, 2]
+    check_colours("viridis", "sequential", 0, 1)
     with pytest.raises(ValueError, match="vmin < vmax"):
-        vertex_rgb(values, sulc, cmap="viridis", scale="sequential", vmin=1, vmax=1, threshold=None)
+        check_colours("viridis", "sequential", 1, 1)
     with pytest.raises(ValueError, match="colour map"):
-        vertex_rgb(values, sulc, cmap="no-such-map", scale="sequential", vmin=0, vmax=1, threshold=None)
+        check_colours("no-such-map", "sequential", 0, 1)
+    with pytest.raises(ValueError, match="scale"):
+        check_colours("viridis", "log", 0, 1)
 
 
 @pytest.mark.slow

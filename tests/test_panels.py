@@ -108,7 +108,7 @@ def test_per_switch_payload_is_small_and_decodes(capsys):
 
 
 def test_colour_scale_hint_and_limits():
-    from viewer.canvas_panel import colour_limits, threshold_mask, values_payload
+    from viewer.canvas_panel import colour_limits, values_payload
 
     rng = np.random.default_rng(2)
     signed = rng.standard_normal(5000).astype(np.float32)
@@ -124,10 +124,6 @@ def test_colour_scale_hint_and_limits():
     assert values_payload(signed)["threshold"] is None and values_payload(signed, threshold=1.5)["threshold"] == 1.5
     with pytest.raises(ValueError, match="scale"):
         colour_limits(r, "logarithmic")
-    v = np.array([-2, -0.5, 0.2, 1.0, np.nan], np.float32)
-    assert threshold_mask(v, 0.6, "symmetric").tolist() == [True, False, False, True, False]
-    assert threshold_mask(v, 0.6, "sequential").tolist() == [False, False, False, True, False]
-    assert threshold_mask(v, None, "sequential").tolist() == [True, True, True, True, False]
 
 
 def test_static_payload_structure_and_memo(fsaverage5):

@@ -121,15 +121,6 @@ def colour_limits(values: np.ndarray, scale: str, vmax: float | None = None) -> 
     return 0.0, hi if hi > 0 else 1.0
 
 
-def threshold_mask(values: np.ndarray, threshold: float | None, scale: str) -> np.ndarray:
-    """bool [n]: values drawn (not NaN and at or above the threshold: |v| for symmetric, v for sequential)."""
-    v = np.asarray(values, np.float32)
-    shown = np.isfinite(v)
-    if threshold:
-        shown &= (np.abs(v) if scale == "symmetric" else v) >= float(threshold)
-    return shown
-
-
 def html_literal(text: str) -> str:
     """Escape text for gr.HTML's template, which is Handlebars *and* a JS template literal."""
     out = html.escape(str(text))

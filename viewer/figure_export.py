@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from viewer.canvas_panel import SCALES, colormap_lut, sulc_grey, threshold_mask
+from viewer.canvas_panel import SCALES, colormap_lut, sulc_grey
 
 #: One render at a time: VTK's off-screen windows are not safe to drive from several threads, and
 #: the viewer serves requests from a thread pool.
@@ -42,22 +42,6 @@ def check_colours(cmap: str, scale: str, vmin: float, vmax: float) -> None:
     if not (np.isfinite(vmin) and np.isfinite(vmax) and vmax > vmin):
         raise ValueError(f"need vmin < vmax, got {vmin}, {vmax}")
     colormap_lut(cmap, 2)  # unknown names fail here
-
-
-def vertex_rgb(values: np.ndarray, sulc: np.ndarray | None, *, cmap: str, scale: str, vmin: float, vmax: float,
-               threshold: float | None) -> np.ndarray:
-    """uint8 [n, 3]: per vertex, the colour map where a value is shown, the sulcal grey elsewhere (NaN
-    or below the threshold): the colours the figure and the browser give each vertex (both then
-    interpolate values, not colours, across triangles). values float [n]; sulc float [n] or None."""
-    check_colours(cmap, scale, vmin, vmax)
-    v = np.asarray(values, np.float32)
-    grey = sulc_grey(sulc, len(v)).astype(np.uint8)
-    rgb = np.repeat(grey[:, None], 3, axis=1)
-    shown = threshold_mask(v, threshold, scale)
-    lut = colormap_lut(cmap)
-    t = np.clip((v[shown] - vmin) / (vmax - vmin), 0, 1)
-    rgb[shown] = lut[np.minimum(255, (t * 255.999).astype(int))]
-    return rgb
 
 
 def _add_map(plotter, coords: np.ndarray, faces: np.ndarray, sulc: np.ndarray | None, values: np.ndarray, *,
