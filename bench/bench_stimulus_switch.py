@@ -14,8 +14,8 @@ Part 2 (browser): launch.py as users run it, headless Chromium clicking through 
 bytes Chromium receives per switch and the time from click to the repainted brain panel (its
 root element, elem_id ctx-brain, counts repaints in ``data-paints``; without that attribute the
 change of the captions panel is timed instead, and the report says which).
-Part 3 (``--numba``): the first manifold job of a fresh backend process with an empty numba cache
-folder and again with the folder the first run filled (what launch.py's NUMBA_CACHE_DIR gives).
+Part 3 (``--numba``): UMAP as the manifolds job runs it, in a fresh process with an empty numba
+cache folder and again with the folder the first run filled (what launch.py's NUMBA_CACHE_DIR gives).
 
 Prints wall times and the process's CPU time; the machine's load average is printed too, since
 other work on the machine inflates every figure.
@@ -258,41 +258,39 @@ def _has_paints(page) -> bool:
         return False
 
 
-MANIFOLD_SCRIPT = """
-import os, sys, time
+UMAP_SCRIPT = """
+import sys, time
 sys.path.insert(0, {root!r})
-from backend.service.app import create_app
-from backend.service.client import BackendClient
-client = BackendClient.in_process(create_app())
-while client.health()["demo"]["state"] != "ready":
-    time.sleep(0.5)
+import numpy as np
+from backend.analysis.manifolds import umap_embedding
+x = np.random.default_rng(0).normal(size=({n}, 384)).astype(np.float32)
 t0, c0 = time.perf_counter(), time.process_time()
-job = client.compute_manifolds("demo-human", region="EVC")
-while job["state"] in ("queued", "running"):
-    time.sleep(0.2)
-    job = client.job(job["id"])
-print(job["state"], round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1))
+umap_embedding(x, metric="cosine")
+first = (time.perf_counter() - t0, time.process_time() - c0)
+t0, c0 = time.perf_counter(), time.process_time()
+umap_embedding(x, metric="cosine")
+print(round(first[0], 1), round(first[1], 1), round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1))
 """
 
 
-def numba_cache() -> None:
-    """First manifold job in a fresh process: empty numba cache folder, then the one it filled.
-    Each run has its own stage store (the maps themselves are not reused) but the same datasets."""
-    from backend.config import cache_dir
-
+def numba_cache(n: int = 1200) -> None:
+    """UMAP (as the manifolds stage runs it) in a fresh process: with an empty numba cache folder,
+    then with the folder that run filled (what launch.py's NUMBA_CACHE_DIR keeps across restarts);
+    each process also times a second call, the cost without any compilation."""
     folder = Path(tempfile.mkdtemp(prefix="numba-bench-"))
-    script = MANIFOLD_SCRIPT.format(root=str(ROOT))
-    print(f"\nfirst manifold job of a fresh backend process (demo-human, EVC); numba cache {folder}")
+    script = UMAP_SCRIPT.format(root=str(ROOT), n=n)
+    print(f"\nUMAP of {n} x 384 in a fresh process (numba cache {folder})")
     for label in ("empty numba cache (first use after install)", "numba cache filled by the run before"):
-        store = Path(tempfile.mkdtemp(prefix="store-bench-"))
-        # a fresh cache root holding only links to the datasets: the maps are computed, not read
-        (store / "datasets").symlink_to(cache_dir() / "datasets")
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(folder), "CORTEXTUAL_CACHE": str(store)}
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(folder)}
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=ROOT)
-        state = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-500:]
-        print(f"  {label:48s} job: {state} (state, wall s, CPU s of the job's process); process {time.perf_counter() - t0:.1f} s")
-        shutil.rmtree(store, ignore_errors=True)
+        if out.returncode:
+            print(f"  {label}: failed: {out.stderr.strip().splitlines()[-1]}")
+            continue
+        first_wall, first_cpu, again_wall, again_cpu = (float(v) for v in out.stdout.split()[-4:])
+        print(f"  {label:46s} first call {first_wall:6.1f} s wall / {first_cpu:5.1f} s CPU;"
+              f" second call {again_wall:5.1f} s / {again_cpu:5.1f} s; process {time.perf_counter() - t0:5.1f} s")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
@@ -300,7 +298,7 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=40)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--no-browser", action="store_true")
-    parser.add_argument("--numba", action="store_true", help="also time the first manifold job with and without numba's cache")
+    parser.add_argument("--numba", action="store_true", help="also time UMAP in a fresh process with and without numba's cache")
     args = parser.parse_args()
     in_process(args.switches, args.clients)
     if not args.no_browser:

@@ -119,6 +119,11 @@ def test_clicking_a_manifold_point_selects_its_stimulus(page, tmp_path):
     )
     assert target is not None, "no point to click"
     page.mouse.move(target["x"], target["y"])
+    # hover previews the stimulus under the cursor (its thumbnail and caption)
+    page.wait_for_function("(document.querySelector('#ctx-manifold .ctx-preview img')?.src || '').startsWith('data:image/png')",
+                           timeout=20_000)
+    assert f"#{target['index']}" in page.inner_text("#ctx-manifold .ctx-preview span")
+    assert page.locator("#ctx-manifold .modebar-btn[data-title='Download plot as SVG']").count() == 1  # and PNG: plotly's own
     page.mouse.click(target["x"], target["y"])
     wait_for_index(page, target["index"])
     page.wait_for_function("(i) => document.querySelector('#ctx-manifold [data-selected]')?.dataset.selected === String(i)",

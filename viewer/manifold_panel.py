@@ -58,7 +58,10 @@ class ManifoldPanel:
             )
             self.button = gr.Button("Compute manifolds", scale=1, elem_id="ctx-manifold-run")
         self.status = gr.Markdown(elem_id="ctx-manifold-status")
-        def thumbnail(dataset_id, index):  # a plain function: Gradio marks server functions with an attribute
+        def thumbnail(args):
+            """Server function of the plot (a plain function: Gradio marks it with an attribute);
+            Gradio hands the browser's arguments over as one list: [dataset id, stimulus index]."""
+            dataset_id, index = (list(args) + [None, None])[:2] if isinstance(args, (list, tuple)) else (args, None)
             return self.thumbnail(dataset_id, index)
 
         self.view = PlotlyView("ctx-manifold", height=430, thumbnail=thumbnail)

@@ -100,7 +100,8 @@ class PlotlyView:
     """Create inside a Blocks context. ``.html`` is the component; set its value with
     :func:`figure_json` and its marked stimulus with ``gr.update(selected=i)``; ``.html.point``
     is the click event (handler gets ``gr.EventData`` whose ``_data["index"]`` is the stimulus).
-    ``thumbnail(dataset, index) -> data URL``: a hover preview of the stimulus under the cursor."""
+    ``thumbnail([dataset, index]) -> data URL`` (Gradio passes a server function's arguments as one
+    list): a hover preview of the stimulus under the cursor."""
 
     def __init__(self, elem_id: str, height: int = 420, thumbnail=None, value: go.Figure | None = None) -> None:
         preview = "<div class='ctx-preview'><img alt='stimulus under the cursor'><span></span></div>" if thumbnail else ""
