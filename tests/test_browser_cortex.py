@@ -1,7 +1,8 @@
 """The WebGL cortex in headless Chromium (WebGL2 on SwiftShader): drag rotates, preset views, hover
 and click report vertex and region, the flat map, colour controls with "lock scale" across a stimulus
-switch, and "Export figure" through the viewer's server. One launched explorer (small demo world)
-for the module; screenshots go under the test's temporary directory.
+switch, "Export figure" through the viewer's server, and the same colour controls on the mouse area
+map. One launched explorer (small demo world) for the module; screenshots go under each test's
+temporary directory.
 """
 
 from __future__ import annotations
@@ -175,3 +176,24 @@ def test_export_figure_renders_on_the_server(page):
         assert img.mode == "RGBA" and img.width >= 2400
         assert img.getpixel((2, 2))[3] == 0  # transparent background
     print(f"\n[cortex] figure export {exported['width']}x{exported['height']} px rendered in {exported['ms']} ms")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_mouse_area_map_has_the_same_colour_controls(page, tmp_path):
+    """Last in the module: it switches the page to the mouse dataset."""
+    page.locator("#ctx-dataset input").click()
+    page.get_by_role("option", name="[demo-mouse]").click()
+    page.wait_for_function("(+document.querySelector('#ctx-mouse')?.dataset.paints || 0) > 0", timeout=60_000)
+    mouse = "#ctx-mouse .ctx-mouse"
+    digest = f"document.querySelector('{mouse} canvas.ctx-canvas').toDataURL().slice(-6000)"
+    value = lambda key: page.evaluate(f"document.querySelector('{mouse}').dataset['{key}']")  # noqa: E731
+    assert value("scale") == "symmetric" and float(value("vmin")) == -float(value("vmax"))  # responses: symmetric
+    before = page.evaluate(digest)
+    page.select_option("#ctx-mouse .ctx-scale", "sequential")
+    page.fill("#ctx-mouse .ctx-thr", "0.5")
+    page.press("#ctx-mouse .ctx-thr", "Enter")
+    assert value("scale") == "sequential" and float(value("vmin")) == 0 and value("cmap") == "viridis"
+    assert page.evaluate(digest) != before
+    page.locator("#ctx-mouse").screenshot(path=str(tmp_path / "mouse.png"))
+    assert page.errors == []
