@@ -64,7 +64,7 @@ class ManifoldPanel:
             dataset_id, index = (list(args) + [None, None])[:2] if isinstance(args, (list, tuple)) else (args, None)
             return self.thumbnail(dataset_id, index)
 
-        self.view = PlotlyView("ctx-manifold", height=430, thumbnail=thumbnail)
+        self.view = PlotlyView("ctx-manifold", height=480, thumbnail=thumbnail)
         self.plot = self.view.html
         self.label = label
 

@@ -65,7 +65,7 @@ def category_groups(labels: list[str | None] | None, n: int) -> tuple[list[str],
     return names, colours
 
 
-def manifold_figure(data: dict, captions: dict[int, str] | None = None, height: int = 430) -> go.Figure:
+def manifold_figure(data: dict, captions: dict[int, str] | None = None, height: int = 480) -> go.Figure:
     """The brain map and the (aligned) text map side by side, one trace per category group in each
     (legend toggles a group in both), each point's ``customdata`` its stimulus index, hover naming
     the stimulus and its caption. Two empty "selected stimulus" traces (``meta`` "selected") are
@@ -113,7 +113,9 @@ def manifold_figure(data: dict, captions: dict[int, str] | None = None, height: 
         f"shared neighbours between the maps {100 * shared:.1f}% (chance {100 * data.get('chance', 0):.1f}%) · click a point to select its stimulus"
     )
     _layout(fig, footer, height)
-    fig.update_layout(title=dict(font=dict(size=12)), clickmode="event", hovermode="closest")
+    # legend below the maps: the maps keep the width, and the hover preview (top right) hides no entry
+    fig.update_layout(title=dict(font=dict(size=12)), clickmode="event", hovermode="closest", margin=dict(b=90),
+                      legend=dict(orientation="h", x=0, y=-0.12, yanchor="top", title=dict(text="click to hide / show:")))
     for col in (1, 2):
         fig.update_xaxes(title_text="UMAP 1", showticklabels=False, zeroline=False, row=1, col=col)
         fig.update_yaxes(title_text="UMAP 2", showticklabels=False, zeroline=False, row=1, col=col)
