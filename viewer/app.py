@@ -363,7 +363,7 @@ def build_app(client: BackendClient, dataset_id: str = "demo-human"):
             stimulus_state, stimulus_image, stimulus_title, captions, runs.reconstructions, from_brain,
             *brain.outputs, *mouse.outputs, manifolds.plot,
         ]
-        runs.wire(dataset_state, stimulus_state, captions, explorer.captions_html)
+        runs.wire(dataset_state, stimulus_state, captions, explorer.captions_html, from_brain)
         encoding.wire(dataset_state, encoding_tab)
         comparison.wire(dataset_state, runs.embedder, runs.generator)
         rsa.wire(dataset_state, runs.embedder)

@@ -256,8 +256,9 @@ class ModelRuns:
     def sources(self, dataset_id: str) -> list[tuple[str, str]]:
         return [(c["label"], c["id"]) for c in self.client.captioners(dataset_id)]
 
-    def wire(self, dataset_state, stimulus_state, captions_html, refresh_captions) -> None:
-        """Connect the buttons. ``refresh_captions(ds, index) -> html`` redraws the captions panel."""
+    def wire(self, dataset_state, stimulus_state, captions_html, refresh_captions, from_brain=None) -> None:
+        """Connect the buttons. ``refresh_captions(ds, index) -> html`` redraws the captions panel;
+        ``from_brain``: the page's image of the reconstruction from the brain, refreshed with the strip."""
         client = self.client
 
         def run(start, progress=gr.Progress()):
@@ -312,13 +313,17 @@ class ModelRuns:
 
         def show_reconstructions(ds, index, model):
             try:
-                return reconstruction_items(client, ds, int(index), model, self.corpora.get(ds))
+                payload = client.switch(ds, int(index), size=256, model=model or None, decoded_corpus=self.corpora.get(ds))
             except BackendError as err:
                 raise gr.Error(str(err)) from None
+            items = items_from_switch(payload)
+            return items if from_brain is None else (items, brain_reconstruction(payload, model))
 
         def cancel_all():
             cancelled = [client.cancel_job(j["id"])["id"] for j in client.jobs() if j["state"] in ("queued", "running")]
             return f"asked {len(cancelled)} job(s) to stop" if cancelled else "no job is running"
+
+        shown = self.reconstructions if from_brain is None else [self.reconstructions, from_brain]
 
         def pressed(button, label):
             return button.click(announce(label), None, self.status, queue=False, show_progress="hidden")
@@ -331,13 +336,13 @@ class ModelRuns:
             decode_and_reconstruct, [dataset_state, self.embedder, self.source, self.generator, self.corpus_file], self.status
         ).then(
             after_captions, [dataset_state, stimulus_state], [captions_html, self.source]
-        ).then(show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions)
+        ).then(show_reconstructions, [dataset_state, stimulus_state, self.generator], shown)
         for button, handler, inputs in (
             (self.generate_button, generate, [dataset_state, self.generator, stimulus_state]),
             (self.generate_test_button, generate_test, [dataset_state, self.generator]),
         ):
             pressed(button, "reconstructing").then(handler, inputs, self.status).then(
-                show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions
+                show_reconstructions, [dataset_state, stimulus_state, self.generator], shown
             )
-        self.generator.change(show_reconstructions, [dataset_state, stimulus_state, self.generator], self.reconstructions)
+        self.generator.change(show_reconstructions, [dataset_state, stimulus_state, self.generator], shown)
         self.cancel_button.click(cancel_all, None, self.status)
