@@ -120,3 +120,25 @@ def test_manifold_figure_is_fast_with_5000_points():
 def test_empty_rows_are_refused_in_one_line():
     with pytest.raises(ValueError, match="no rows"):
         rsa_figure([])
+
+
+def test_controls_that_cannot_apply_are_not_offered_and_say_why():
+    import gradio as gr
+
+    from viewer.controls_tab import control_choices, control_rows, inapplicable
+
+    region = {"n_units": 10, "fraction_a_better": 0.6, "mean_difference": 0.01}
+    summary = {
+        "word-average": {"mean_difference": 0.02, "fraction_a_better": 0.7, "regions": {"V1": region}},
+        "nouns": {"mean_difference": 0.01, "fraction_a_better": 0.6, "regions": {"V1": region}, "captions_with_words": 1.0},
+        "verbs": {"mean_difference": float("nan"), "fraction_a_better": float("nan"), "regions": {}, "captions_with_words": 0.0},
+    }
+    assert inapplicable(summary) == {"verbs": "no caption has any verb"}
+    with gr.Blocks():
+        update = control_choices(summary, "verbs")
+    assert [key for _, key in update["choices"]] == ["word-average", "nouns"]
+    assert update["value"] == "word-average" and "verbs only: not available (no caption has any verb)" in update["info"]
+    rows = control_rows({k: v for k, v in summary.items() if k not in inapplicable(summary)})
+    assert "verbs only" not in set(rows["control"])
+    fig = _dict(controls_figure(rows.to_dict("records")))
+    assert {t["name"] for t in _points(fig)} == {"mean of word embeddings", "nouns only"}
