@@ -51,6 +51,11 @@ CSS = """
 #ctx-dataset-info { font-size: 0.85em; line-height: 1.25; }
 #ctx-explore-row { gap: 8px; }
 #ctx-captions { max-height: 230px; overflow-y: auto; }
+/* Short screens (1280x720): the dataset's long description gives way to the core view. */
+@media (max-height: 800px) {
+  #ctx-dataset-info .ctx-note { display: none; }
+  #ctx-title h2 { font-size: 1.05em; }
+}
 /* The strip shows every reconstruction whole, in one row that scrolls sideways. */
 #ctx-reconstructions .grid-container { grid-template-columns: repeat(6, minmax(84px, 1fr)) !important; }
 """
