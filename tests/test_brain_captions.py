@@ -22,7 +22,7 @@ from tests.models_tiny import register_tiny, tiny_id
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 LM = tiny_id("causal-lm")
-TINY = PrefixConfig(prefix_length=2, width=32, steps=3, batch_size=8, lr=1e-2, noise=0.1, seed=0, max_tokens=12)
+TINY = PrefixConfig(width=32, steps=3, batch_size=8, lr=1e-2, noise=0.1, seed=0, max_tokens=12, align_steps=10)
 GEN = dict(max_new_tokens=4)
 
 
@@ -43,8 +43,8 @@ def test_brain_captions_trains_once_and_reads_back_from_the_store(human, tiny_po
                             report=lambda done, total, message: steps.append(message), **GEN)
     test = [int(i) for i in human.stimuli.indices("test")]
     assert sorted(int(k) for k in result["stimuli"]) == test
-    assert any("training step 3 of 3, loss" in m for m in steps)
-    assert result["training"]["cached"] is False and len(result["training"]["loss"]) == 3
+    assert any("training step 13 of 13, loss" in m for m in steps)
+    assert result["training"]["cached"] is False and len(result["training"]["loss"]) == 13
     for part in ("brain", "ceiling"):
         m = result["metrics"][part]
         assert set(m) >= {"bleu1", "bleu4", "meteor", "rouge_l", "cider", "similarity"}
@@ -101,8 +101,8 @@ def test_job_progress_result_and_reads(client, backend_services, tiny_pool):
     with pytest.raises(Exception, match="not a language model"):
         client.brain_captions_job("demo-human", language_model=MINILM)
     with pytest.raises(Exception, match="no brain captions"):
-        client.brain_captions("demo-human", language_model=LM, steps=2)
-    job = client.brain_captions_job("demo-human", language_model=LM, steps=2, max_new_tokens=4)
+        client.brain_captions("demo-human", language_model=LM, steps=2, align_steps=10)
+    job = client.brain_captions_job("demo-human", language_model=LM, steps=2, align_steps=10, max_new_tokens=4)
     deadline = time.monotonic() + 300
     while job["state"] in ("queued", "running"):
         assert time.monotonic() < deadline, job
@@ -110,19 +110,19 @@ def test_job_progress_result_and_reads(client, backend_services, tiny_pool):
         job = client.job(job["id"])
     assert job["state"] == "done", job
     assert job["result"]["trained"] is True and "similarity" in job["result"]
-    table = client.brain_captions("demo-human", language_model=LM, steps=2, max_new_tokens=4)
+    table = client.brain_captions("demo-human", language_model=LM, steps=2, align_steps=10, max_new_tokens=4)
     assert {"brain", "ceiling"} <= set(table["metrics"]) and "loss" not in table["training"]
-    rows = client.brain_caption_rows("demo-human", language_model=LM, steps=2, max_new_tokens=4, limit=5)
+    rows = client.brain_caption_rows("demo-human", language_model=LM, steps=2, align_steps=10, max_new_tokens=4, limit=5)
     assert len(rows) == 5 and all({"reference", "generated", "ceiling", "similarity"} <= set(r) for r in rows)
-    one = client.brain_caption("demo-human", rows[0]["index"], language_model=LM, steps=2, max_new_tokens=4)
+    one = client.brain_caption("demo-human", rows[0]["index"], language_model=LM, steps=2, align_steps=10, max_new_tokens=4)
     assert one["generated"] == rows[0]["generated"]
-    brainhub = client.brain_captions_brainhub("demo-human", language_model=LM, steps=2, max_new_tokens=4)
+    brainhub = client.brain_captions_brainhub("demo-human", language_model=LM, steps=2, align_steps=10, max_new_tokens=4)
     test_rows = [int(i) for i in backend_services.dataset("demo-human").stimuli.indices("test")]
     assert list(brainhub) == [str(k) for k in range(len(test_rows))]
     assert brainhub[str(test_rows.index(rows[0]["index"]))] == rows[0]["generated"]
     train_row = int(backend_services.dataset("demo-human").stimuli.indices("train")[0])
     with pytest.raises(Exception, match="training stimulus"):
-        client.brain_caption("demo-human", train_row, language_model=LM, steps=2, max_new_tokens=4)
+        client.brain_caption("demo-human", train_row, language_model=LM, steps=2, align_steps=10, max_new_tokens=4)
 
 
 # ------------------------------------------------------------------------- the Brain Q-Former

@@ -21,7 +21,8 @@ from backend.models import gguf, registry, weights
 from backend.models.device import Cancelled
 from backend.models.language_models import LanguageModel
 from backend.models.prefix_decoder import (
-    PrefixConfig, PrefixMapper, generate_captions, mapper_from_bytes, mapper_to_bytes, train_prefix_decoder,
+    PrefixConfig, PrefixMapper, SoftTokenMapper, _soft_token_targets, generate_captions, mapper_from_bytes, mapper_to_bytes,
+    train_prefix_decoder,
 )
 from tests.models_tiny import tiny_id, tiny_pool  # noqa: F401  (fixture)
 
@@ -116,7 +117,7 @@ def _pairs(n: int = 24, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     return vectors, [captions[k] for k in labels]
 
 
-TINY = PrefixConfig(prefix_length=2, width=32, steps=40, batch_size=8, lr=1e-2, noise=0.05, seed=0)
+TINY = PrefixConfig(prefix_length=2, width=32, steps=40, batch_size=8, lr=1e-2, noise=0.05, seed=0, mapper="mlp")
 
 
 def test_the_prefix_decoder_learns_and_is_deterministic(tiny_lm):
@@ -138,6 +139,41 @@ def test_the_prefix_decoder_learns_and_is_deterministic(tiny_lm):
     torch.testing.assert_close(loaded(torch.from_numpy(vectors)), mapper(torch.from_numpy(vectors)))
     out = generate_captions(tiny_lm, mapper, vectors[:5], max_new_tokens=6, batch_size=2)
     assert len(out) == 5 and out == generate_captions(tiny_lm, mapper, vectors[:5], max_new_tokens=6, batch_size=5)
+
+
+SOFT = PrefixConfig(width=64, steps=6, batch_size=8, lr=1e-2, noise=0.05, seed=0, align_steps=150, align_batch_size=8,
+                    align_lr=3e-3)
+
+
+def test_the_soft_token_decoder_spells_the_caption_and_is_deterministic(tiny_lm):
+    """The default mapper: the slots learn to spell each caption in the LM's own token embeddings
+    (alignment loss falls far), the prompt wraps them, and the whole thing round-trips."""
+    vectors, texts = _pairs()
+    steps: list[tuple[int, int, float]] = []
+    mapper, history = train_prefix_decoder(tiny_lm, vectors, texts, SOFT, report=lambda *a: steps.append(a))
+    assert isinstance(mapper, SoftTokenMapper) and not mapper.training
+    assert len(history["loss"]) == SOFT.align_steps + SOFT.steps and steps[-1][:2] == (156, 156)
+    align = history["loss"][: SOFT.align_steps]
+    assert np.mean(align[-5:]) < 0.2 * np.mean(align[:5]), align
+    longest = max(len(tiny_lm.tokenizer(" " + t, add_special_tokens=False).input_ids) for t in texts)
+    prefix = mapper(torch.from_numpy(vectors[:3]))
+    assert prefix.shape == (3, mapper.before.shape[0] + longest + mapper.after.shape[0], tiny_lm.hidden_size)
+    # Each slot's best token is the caption's token at that place (padded with newlines).
+    _, targets, _ = _soft_token_targets(tiny_lm, texts, SOFT.max_tokens)
+    with torch.inference_mode():
+        best = mapper.logits(torch.from_numpy(vectors)).argmax(-1)
+    assert (best == targets).float().mean() > 0.75, (best == targets).float().mean()  # 0.90 measured; chance 1/V
+    assert len(mapper.draft(torch.from_numpy(vectors[:2]), tiny_lm.tokenizer.decode)) == 2
+    again, _ = train_prefix_decoder(tiny_lm, vectors, texts, SOFT)
+    for a, b in zip(mapper.state_dict().values(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    loaded, _ = mapper_from_bytes(mapper_to_bytes(mapper))
+    assert isinstance(loaded, SoftTokenMapper)
+    torch.testing.assert_close(loaded(torch.from_numpy(vectors)), mapper(torch.from_numpy(vectors)))
+    out = generate_captions(tiny_lm, mapper, vectors[:5], max_new_tokens=6, batch_size=2)
+    assert len(out) == 5 and out == generate_captions(tiny_lm, loaded, vectors[:5], max_new_tokens=6, batch_size=5)
+    with pytest.raises(ValueError, match="mapper must be one of"):
+        train_prefix_decoder(tiny_lm, vectors, texts, PrefixConfig(mapper="lstm"))
 
 
 def test_training_cancels_between_steps(tiny_lm):
@@ -216,7 +252,7 @@ def test_smollm2_prefix_training_steps_lower_the_loss(smollm2):
     texts = ["a dog to the left of a red car", "a small tree under a night sky", "a large cat on a beach",
              "a bus in front of a house"] * 4
     vectors = embed_texts(texts)
-    config = PrefixConfig(prefix_length=4, width=256, steps=12, batch_size=8, lr=3e-3, noise=0.0, seed=0)
+    config = PrefixConfig(prefix_length=4, width=256, steps=12, batch_size=8, lr=3e-3, noise=0.0, seed=0, mapper="mlp")
     mapper, history = train_prefix_decoder(lm, vectors, texts, config)
     print("loss", [round(x, 2) for x in history["loss"]])
     # Single steps are noisy (8 steps measured 6.28 5.89 5.46 5.61 5.02 4.72 5.76 5.10): compare means of three.

@@ -107,12 +107,13 @@ class LanguageModel:
 
     @torch.inference_mode()
     def generate(self, prefix: torch.Tensor, *, max_new_tokens: int = 30, num_beams: int = 1,
-                 seed: int = 0) -> list[str]:
+                 seed: int = 0, stop_ids: Sequence[int] = ()) -> list[str]:
         """One caption per prefix row (``[b, k, hidden]``), greedy (``num_beams=1``) or beam search.
 
         Deterministic: no sampling; ``seed`` is set anyway so any stochastic path in the library
         is reproducible. All prefixes have the same length, so a batch needs no padding and its
         captions equal one-by-one generation (up to float rounding in the attention sums).
+        ``stop_ids``: more tokens that end a caption, besides end-of-text (e.g. a newline).
         """
         torch.manual_seed(seed)
         prefix = prefix.to(self.device, self.model.dtype)
@@ -120,7 +121,7 @@ class LanguageModel:
         with quiet_transformers():
             out = self.model.generate(
                 inputs_embeds=prefix, attention_mask=attention, max_new_tokens=max_new_tokens,
-                num_beams=num_beams, do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+                num_beams=num_beams, do_sample=False, eos_token_id=[self.eos_id, *stop_ids], pad_token_id=self.pad_id,
             )
         # With inputs_embeds only, decoder-only models return just the new tokens.
         return [" ".join(t.split()) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

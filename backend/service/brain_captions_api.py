@@ -29,6 +29,7 @@ from backend.stages.decoding import cached_decoding
 router = APIRouter(responses=error_responses(400, 404, 409, 503))
 
 DEFAULT_STEPS = PrefixConfig().steps
+DEFAULT_ALIGN_STEPS = PrefixConfig().align_steps
 Inputs = Literal["captions", "captions+brain"]
 
 
@@ -39,14 +40,16 @@ class BrainCaptionsRequest(BaseModel):
     language_model: str = DEFAULT_LM
     inputs: Inputs = Field("captions+brain", description="train the prefix decoder on caption embeddings alone, "
                            "or also on out-of-fold ridge predictions of the training stimuli")
-    steps: int = Field(DEFAULT_STEPS, ge=1, le=20000, description="training steps (batches of 32 captions)")
+    steps: int = Field(DEFAULT_STEPS, ge=1, le=20000, description="training steps through the LM (batches of 16 captions)")
+    align_steps: int = Field(DEFAULT_ALIGN_STEPS, ge=0, le=100000,
+                             description="alignment steps of the soft-token prefix before the LM steps (no LM pass)")
     num_beams: int = Field(1, ge=1, le=8)
     max_new_tokens: int = Field(30, ge=1, le=100)
     seed: int = 0
 
 
 def _settings(request_or_query: dict) -> dict:
-    return dict(language_model=request_or_query["language_model"], config=quick_config(request_or_query["steps"]),
+    return dict(language_model=request_or_query["language_model"], config=quick_config(request_or_query["steps"], request_or_query["align_steps"]),
                 inputs=request_or_query["inputs"], max_new_tokens=request_or_query["max_new_tokens"],
                 num_beams=request_or_query["num_beams"], seed=request_or_query["seed"])
 
@@ -80,9 +83,10 @@ def brain_captions_job(request: BrainCaptionsRequest, s: Services = Depends(serv
 
 def _query(source: str = REFERENCE, embedder: str = DEFAULTS["text_embedder"], language_model: str = DEFAULT_LM,
            inputs: Inputs = "captions+brain", steps: int = Query(DEFAULT_STEPS, ge=1, le=20000),
+           align_steps: int = Query(DEFAULT_ALIGN_STEPS, ge=0, le=100000),
            num_beams: int = Query(1, ge=1, le=8), max_new_tokens: int = Query(30, ge=1, le=100), seed: int = 0) -> dict:
     return dict(source=source, embedder=embedder, language_model=language_model, inputs=inputs, steps=steps,
-                num_beams=num_beams, max_new_tokens=max_new_tokens, seed=seed)
+                align_steps=align_steps, num_beams=num_beams, max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _cached(s: Services, dataset_id: str, q: dict) -> tuple:

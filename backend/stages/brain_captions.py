@@ -235,6 +235,8 @@ def caption_scores(candidates: list[str], references: list[list[str]]) -> dict[s
     return {k: float(v) for k, v in caption_metrics(candidates, references)["corpus"].items()}
 
 
-def quick_config(steps: int) -> PrefixConfig:
-    """The default configuration with another number of training steps (tests, the bench)."""
-    return replace(PrefixConfig(), steps=int(steps))
+def quick_config(steps: int, align_steps: int | None = None) -> PrefixConfig:
+    """The default configuration with other numbers of training steps (LM steps; alignment steps
+    of the soft-token mapper, default unchanged)."""
+    config = replace(PrefixConfig(), steps=int(steps))
+    return config if align_steps is None else replace(config, align_steps=int(align_steps))
