@@ -86,7 +86,7 @@ class VisualEncodersTab:
         with gr.Row():
             self.objective = gr.Radio([("cosine (Doerig)", "cosine"), ("InfoNCE (LLM-VEM)", "infonce"),
                                        ("cosine + InfoNCE", "cosine+infonce")], value="cosine", label="Language objective", scale=3)
-            self.epochs = gr.Slider(1, 60, value=20, step=1, label="Training epochs", scale=2)
+            self.epochs = gr.Slider(1, 60, value=12, step=1, label="Training epochs", scale=2)
             self.layer = gr.Radio([(v, k) for k, v in LAYERS.items()], value="penultimate", label="Layer", scale=2)
             self.run_button = gr.Button("Train and compare", scale=1, elem_id="ctx-ve-run")
         self.status = gr.Markdown(elem_id="ctx-ve-status")

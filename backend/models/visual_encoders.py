@@ -82,7 +82,7 @@ class EncoderConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128)
     stem_stride: int = 2
     head_hidden: int = 256
-    epochs: int = 20
+    epochs: int = 12
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
