@@ -1,5 +1,7 @@
 """Manifolds: Procrustes alignment and UMAP embeddings."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,19 @@ def test_umap_separates_clusters_and_is_deterministic(numba_cache_dir):
     assert silhouette_score(emb, labels) > 0.7
     assert trustworthiness(x, emb) > 0.8
     np.testing.assert_array_equal(emb, umap_embedding(x, seed=0, cache_dir=cache))
+
+
+@pytest.mark.slow
+def test_umap_kernels_are_cached_on_disk(numba_cache_dir):
+    """umap-learn's own kernels (not marked cacheable upstream) land in numba's disk cache, so the
+    next process loads them instead of compiling."""
+    import os
+
+    from backend.analysis.manifolds import _cache_umap_kernels
+
+    umap_embedding(np.random.default_rng(1).normal(size=(60, 8)), seed=0, cache_dir=numba_cache_dir)
+    assert _cache_umap_kernels() == 0  # every kernel already has its cache
+    folder = Path(os.environ["NUMBA_CACHE_DIR"])
+    # the SGD layout kernel lives in umap/layouts.py and is compiled on every fit
+    layouts = [p.name for p in folder.rglob("layouts.*.nbi")]
+    assert any("optimize_layout_euclidean" in name for name in layouts), layouts

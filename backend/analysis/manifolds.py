@@ -7,7 +7,9 @@ one stimulus can be followed from the brain map to the text map.
 
 umap-learn compiles its kernels with numba on the first call in a process (1,000 x 384: 15-24 s;
 10,000 x 384: about a minute; later calls 2-14 s). Pass ``cache_dir`` so that compilation is
-cached on disk across processes; cache the embeddings themselves too.
+cached on disk across processes; cache the embeddings themselves too. umap-learn does not mark its
+kernels cacheable, so :func:`_cache_umap_kernels` turns numba's disk cache on for them: a fresh
+process then loads them instead of compiling (1,200 x 384: 4.7 s of CPU instead of 15 s).
 """
 
 from __future__ import annotations
@@ -35,6 +37,29 @@ def _set_numba_cache(cache_dir: str | Path | None) -> None:
     os.environ["NUMBA_CACHE_DIR"] = str(folder)
 
 
+_KERNEL_PACKAGES = ("umap", "pynndescent")
+
+
+def _cache_umap_kernels() -> int:
+    """Turn on numba's disk cache for every jitted function of umap-learn and pynndescent not
+    already cached; returns how many were turned on (0 on later calls).
+
+    Both packages compile dozens of kernels per process; only pynndescent marks some of them
+    ``cache=True``. Caching keys on the source file, so an upgraded package recompiles.
+    """
+    from numba.core.registry import CPUDispatcher  # noqa: PLC0415 - numba only after NUMBA_CACHE_DIR
+
+    turned_on = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in _KERNEL_PACKAGES:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, CPUDispatcher) and type(value._cache).__name__ == "NullCache":
+                value.enable_caching()
+                turned_on += 1
+    return turned_on
+
+
 def umap_embedding(
     x: np.ndarray,
     *,
@@ -56,6 +81,7 @@ def umap_embedding(
     _set_numba_cache(cache_dir)
     import umap  # noqa: PLC0415 - heavy import (numba), and NUMBA_CACHE_DIR must be set first
 
+    _cache_umap_kernels()
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=max(2, min(n_neighbors, len(x) - 1)),
