@@ -31,12 +31,11 @@ a car" into its opposite, which the caption would then contradict.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -390,14 +389,3 @@ def images_tensor(images: Sequence, side: int) -> torch.Tensor:
     if not arrays:
         return torch.zeros((0, 3, side, side), dtype=torch.uint8)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
-def config_with(config: EncoderConfig, **changes) -> EncoderConfig:
-    return replace(config, **changes)
-
-
-__all__ = [
-    "BACKBONES", "LAYERS", "OBJECTIVES", "VERSION", "EncoderConfig", "FrozenTower", "VisualEncoder", "augment",
-    "build_encoder", "category_targets", "config_with", "encoder_features", "encoder_from_bytes", "encoder_to_bytes",
-    "images_tensor", "loss_fn", "train_encoder", "field", "io",
-]

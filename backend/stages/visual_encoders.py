@@ -29,7 +29,7 @@ import numpy as np
 from backend.cache import Store, array_from_npy, array_to_npy, entry_key
 from backend.data.schema import Dataset
 from backend.models import visual_encoders as ve
-from backend.models.device import pick_device
+from backend.models.device import Cancelled, pick_device
 from backend.models.registry import get_model
 from backend.models.weights import fingerprint
 from backend.stages.embeddings import embed_texts_cached
@@ -260,8 +260,6 @@ def compare_visual_encoders(
         feature_sets[network] = {}
         for layer in ve.LAYERS:
             if cancel and cancel():
-                from backend.models.device import Cancelled
-
                 raise Cancelled()
             fid = feature_set_id(weights, layer)
             feature_sets[network][layer] = fid
