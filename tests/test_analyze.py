@@ -41,7 +41,7 @@ def test_analyze_writes_every_score(small_world, tmp_path):
     assert report["decoding"]["corpus"] == "training captions"
     generated = report["brain_captions"]
     assert generated["language_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and generated["training"]["steps"] == 2
-    assert set(generated["metrics"]) == {"retrieval", "brain", "ceiling"}
+    assert set(generated["metrics"]) == {"retrieval", "brain", "qformer", "ceiling"}
     for scores in generated["metrics"].values():
         assert all(math.isfinite(scores[k]) for k in ("bleu1", "bleu4", "meteor", "rouge_l", "cider", "similarity"))
     # retrieval here is the decoded_captions section's, on the same stimuli

@@ -18,8 +18,9 @@ Two mappers (``PrefixConfig.mapper``):
 
       "Repeat:" + [k soft tokens] + "\nRepeat:"     (fixed words as learnable vectors)
 
-  where each soft token is a softmax-weighted mean of the LM's own input embeddings of the tokens
-  that occur in the training captions (k = the longest training caption in tokens). An MLP reads
+  where each slot holds one of the LM's own input embeddings of the tokens that occur in the
+  training captions (k = the longest training caption in tokens): its most likely one, with the
+  gradient of the softmax-weighted mean in training (straight-through). An MLP reads
   the (centred, unit, noisy) vector and gives each of the k slots its logits over those tokens.
   Training has two phases: (1) *alignment*, ``align_steps`` steps of cross-entropy between the
   slot logits and the caption's tokens in order (padded with newlines) -- no LM pass, so it costs
@@ -138,9 +139,16 @@ class SoftTokenMapper(nn.Module):
         return self.scale * h @ nn.functional.normalize(self.vocab_embeddings, dim=-1).T
 
     def prefix(self, logits: torch.Tensor) -> torch.Tensor:
+        """The prompt around the slots' tokens. Each slot is its most likely token's embedding
+        (the LM reads real words: blends of embeddings make it loop); in training the gradient
+        flows through the softmax-weighted mean instead (straight-through)."""
         b = len(logits)
-        soft = logits.softmax(-1) @ self.vocab_embeddings
-        return torch.cat([self.before.expand(b, -1, -1), soft, self.after.expand(b, -1, -1)], dim=1)
+        weights = logits.softmax(-1)
+        hard = nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(weights.dtype)
+        if torch.is_grad_enabled() and logits.requires_grad:
+            hard = hard + weights - weights.detach()
+        tokens = hard @ self.vocab_embeddings
+        return torch.cat([self.before.expand(b, -1, -1), tokens, self.after.expand(b, -1, -1)], dim=1)
 
     def forward(self, vectors: torch.Tensor, noise: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.prefix(self.logits(vectors, noise, generator))

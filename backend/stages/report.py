@@ -10,14 +10,17 @@ against the stimuli. On the demo world the planted truth is compared with what w
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
 from backend.analysis.caption_metrics import METEOR_NAME, bleu, cider, meteor, rouge_l
 from backend.cache import Store
 from backend.data.schema import Dataset
+from backend.models.brain_qformer import QFormerConfig
 from backend.models.prefix_decoder import PrefixConfig
 from backend.stages.brain_captions import DEFAULT_LM, brain_captions, caption_scores, quick_config
+from backend.stages.brain_qformer import qformer_captions
 from backend.stages.captions import REFERENCE, caption_dataset, source_captions
 from backend.stages.comparison import compare_captioners, default_image_embedder
 from backend.stages.controls import compare_controls, dataset_lexicon
@@ -150,11 +153,18 @@ def _generated_vs_retrieved(ds: Dataset, source: str, embedder: str, language_mo
     retrieval = {**caption_scores(retrieved, refs),
                  "similarity": float(np.mean([decoding["stimuli"][str(r)]["similarity"] for r in rows]))}
     training = {k: v for k, v in result["training"].items() if k != "loss"}
+    # The Brain Q-Former: trained end to end on (response, caption) pairs, scored on the same rows.
+    qconfig = QFormerConfig() if config == PrefixConfig() else replace(QFormerConfig(), steps=config.steps)
+    qformer = qformer_captions(ds, source, embedder, store=store, pool=pool, language_model=language_model, config=qconfig)
+    qformer_training = {k: v for k, v in qformer["training"].items() if k != "loss"}
     return {
         "language_model": language_model, "inputs": result["inputs"], "training": training,
-        "metrics": {"retrieval": retrieval, **result["metrics"]},
+        "qformer_training": qformer_training,
+        "metrics": {"retrieval": retrieval, "brain": result["metrics"]["brain"], "qformer": qformer["metrics"]["qformer"],
+                    "ceiling": result["metrics"]["ceiling"]},
         "examples": [{"stimulus": r, "reference": refs[i][0], "retrieved": retrieved[i],
-                      "generated": result["stimuli"][str(r)]["generated"], "ceiling": result["stimuli"][str(r)]["ceiling"]}
+                      "generated": result["stimuli"][str(r)]["generated"], "qformer": qformer["stimuli"][str(r)]["generated"],
+                      "ceiling": result["stimuli"][str(r)]["ceiling"]}
                      for i, r in enumerate(rows[:5])],
     }
 
