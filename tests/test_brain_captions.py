@@ -178,3 +178,26 @@ def test_qformer_job_and_read(client, tiny_pool):
     assert job["result"]["trained"] is True and 0 <= job["result"]["two_way"] <= 1
     table = client.brain_qformer("demo-human", language_model=LM, steps=2, max_new_tokens=4)
     assert "qformer" in table["metrics"] and "loss" not in table["training"] and len(table["stimuli"]) > 0
+
+
+def test_reconstructions_list_the_image_of_the_generated_caption(client, backend_services, monkeypatch):
+    """Once a brain-captions job with the default settings has a result, the stimulus's
+    reconstructions listing (which the switch read reuses) has one more entry: the caption generated
+    from the brain. The stage's read is replaced here by one result (nothing written to the shared
+    store; training the real SmolLM2 decoder is the truth tests' business)."""
+    import backend.stages.brain_captions as stage
+
+    ds = backend_services.dataset("demo-human")
+    test_row, train_row = int(ds.stimuli.indices("test")[0]), int(ds.stimuli.indices("train")[0])
+    asked = []
+
+    def cached(ds_, source, embedder, store, **settings):
+        asked.append((source, embedder, settings))
+        return {"stimuli": {str(test_row): {"generated": "a small dog on a beach"}}}
+
+    monkeypatch.setattr(stage, "cached_brain_captions", cached)
+    listing = {r["source"]: r for r in client.reconstructions("demo-human", test_row, "sim-scene-renderer")}
+    assert asked[0][:2] == ("reference", MINILM) and asked[0][2] == {}  # the default settings
+    assert listing["generated from the brain"]["caption"] == "a small dog on a beach"
+    assert listing["generated from the brain"]["key"] not in {r["key"] for s, r in listing.items() if s != "generated from the brain"}
+    assert "generated from the brain" not in {r["source"] for r in client.reconstructions("demo-human", train_row, "sim-scene-renderer")}

@@ -85,6 +85,8 @@ def _query(source: str = REFERENCE, embedder: str = DEFAULTS["text_embedder"], l
            inputs: Inputs = "captions+brain", steps: int = Query(DEFAULT_STEPS, ge=1, le=20000),
            align_steps: int = Query(DEFAULT_ALIGN_STEPS, ge=0, le=100000),
            num_beams: int = Query(1, ge=1, le=8), max_new_tokens: int = Query(30, ge=1, le=100), seed: int = 0) -> dict:
+    if not isinstance(align_steps, int):  # called as a function (the switch read), not through a request
+        align_steps = DEFAULT_ALIGN_STEPS
     return dict(source=source, embedder=embedder, language_model=language_model, inputs=inputs, steps=steps,
                 align_steps=align_steps, num_beams=num_beams, max_new_tokens=max_new_tokens, seed=seed)
 

@@ -39,6 +39,8 @@ router = APIRouter(responses=error_responses(400, 404, 409, 413, 503))
 MAX_GENERATE = 2000
 #: The source name of a reconstruction from the caption decoded from the brain (reference captions).
 DECODED = "decoded from the brain"
+#: ... and from the caption generated from the brain (prefix decoder, default settings).
+GENERATED = "generated from the brain"
 
 
 class CaptionRequest(BaseModel):
@@ -514,6 +516,19 @@ def captioners(dataset_id: DatasetId, s: Services = Depends(services)) -> list[d
     return out
 
 
+def _generated_caption(s: Services, ds, row: int, embedder: str) -> str | None:
+    """The caption generated from the brain for a test row by a finished brain-captions job with
+    the default settings (reference captions), else None."""
+    from backend.stages.brain_captions import cached_brain_captions
+
+    try:
+        result = cached_brain_captions(ds, REFERENCE, embedder, s.store)
+    except LookupError:
+        return None
+    entry = (result or {}).get("stimuli", {}).get(str(row))
+    return entry["generated"] if entry else None
+
+
 @router.get("/api/datasets/{dataset_id}/stimuli/{index}/reconstructions", summary="Images generated from the stimulus's captions")
 def reconstructions(
     dataset_id: DatasetId,
@@ -531,6 +546,9 @@ def reconstructions(
     decoded = decoded_captions(s, ds, decoded_embedder, corpus=decoded_corpus).get(i)
     if decoded:
         texts.append((DECODED, decoded))
+    generated = _generated_caption(s, ds, i, decoded_embedder)
+    if generated:
+        texts.append((GENERATED, generated))
     out = []
     for source, text in texts:
         if not text:
