@@ -289,3 +289,26 @@ def test_api_answers_bad_ids_with_one_line_4xx(client, backend_url, small_world)
         (folder / "manifest.json").write_text(json.dumps(manifest))
     code, detail = status("POST", "/api/jobs/visual-encoders", json={"dataset": "nocat-mouse", "networks": ["category"]})
     assert code == 409 and "no stimulus categories" in detail, (code, detail)
+
+
+def test_viewer_figure_has_bars_with_spread_axis_titles_and_a_legend():
+    from viewer.visual_encoders_tab import comparison_figure, comparison_table
+
+    regions = ["EVC", "caption"]
+    rows = [{"network": n, "layer": layer, "region": g, "encoding_r": 0.1 * k + 0.01 * j, "rsa_mean": 0.02 * k, "rsa_sd": 0.01}
+            for k, n in enumerate(stage.NETWORKS) for layer in ve.LAYERS for j, g in enumerate(regions)]
+    rows += [{"network": "text", "layer": "caption embedding", "region": g, "encoding_r": 0.5, "rsa_mean": 0.1, "rsa_sd": 0.02}
+             for g in regions]
+    comparison = {"networks": list(stage.NETWORKS), "regions": regions, "rows": rows}
+    figure = comparison_figure(comparison, "embedding")
+    bars = [t for t in figure.data if t.type == "bar"]
+    assert len(bars) == 8  # four networks x (encoding, RSA)
+    assert [t.name for t in bars if t.showlegend is not False] == [
+        "language-trained network", "category-trained network", "untrained network", "caption text embedding"]
+    rsa_bars = [t for t in bars if t.error_y.array is not None]
+    assert len(rsa_bars) == 4 and all(list(t.error_y.array) in ([0.01, 0.01], [0.02, 0.02]) for t in rsa_bars)
+    assert list(bars[0].y) == [0.0, 0.01]  # the language network's embedding layer, per region
+    titles = [figure.layout.xaxis.title.text, figure.layout.yaxis.title.text, figure.layout.yaxis2.title.text]
+    assert titles == ["brain region", "mean Pearson r on the test stimuli", "Spearman correlation of RDMs"]
+    table = comparison_table(comparison, "penultimate")
+    assert list(table["region"]) == regions and "caption text embedding: RSA" in table.columns
