@@ -22,6 +22,9 @@ os.environ["NILEARN_DATA"] = str(CACHE_ROOT / "nilearn")
 SMALL_DEMO_SIZE = "120x30"
 RUNNING: dict = {}
 os.environ["CORTEXTUAL_DEMO_SIZE"] = SMALL_DEMO_SIZE
+# Backends started by tests do not compile UMAP kernels in the background (a minute of CPU each);
+# tests/test_manifolds.py checks the warm-up itself.
+os.environ["CORTEXTUAL_WARM_KERNELS"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -62,3 +62,27 @@ def test_umap_kernels_are_cached_on_disk(numba_cache_dir):
     # the SGD layout kernel lives in umap/layouts.py and is compiled on every fit
     layouts = [p.name for p in folder.rglob("layouts.*.nbi")]
     assert any("optimize_layout_euclidean" in name for name in layouts), layouts
+
+
+@pytest.mark.slow
+def test_background_warm_up_fills_a_kernel_cache_that_lacks_umap(numba_cache_dir, tmp_path, monkeypatch):
+    """The warm-up child compiles what the cache lacks. The cache starts as this session's minus
+    umap-learn's layout kernels, so the child compiles those only (seconds, not a minute)."""
+    import os
+    import shutil
+
+    from backend.analysis import manifolds
+
+    umap_embedding(np.random.default_rng(2).normal(size=(60, 8)), seed=0, cache_dir=numba_cache_dir)
+    shutil.copytree(os.environ["NUMBA_CACHE_DIR"], tmp_path / "numba")
+    for path in (tmp_path / "numba").rglob("layouts.*"):
+        path.unlink()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    monkeypatch.setenv("CORTEXTUAL_WARM_KERNELS", "0")
+    assert manifolds.warm_kernels_in_background() is None  # switched off
+    monkeypatch.setenv("CORTEXTUAL_WARM_KERNELS", "1")
+    assert not manifolds.kernels_cached()
+    child = manifolds.warm_kernels_in_background()
+    assert child is not None and child.wait(timeout=600) == 0
+    assert manifolds.kernels_cached()
+    assert manifolds.warm_kernels_in_background() is None  # nothing left to do

@@ -15,8 +15,10 @@ process then loads them instead of compiling (1,200 x 384: 4.7 s of CPU instead 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,30 @@ def _cache_umap_kernels() -> int:
                 value.enable_caching()
                 turned_on += 1
     return turned_on
+
+
+def kernels_cached() -> bool:
+    """Whether NUMBA_CACHE_DIR already holds umap-learn's layout kernel (compiled by an earlier fit)."""
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    return bool(folder) and any(Path(folder).rglob("layouts._optimize_layout_euclidean*.nbi"))
+
+
+def warm_kernels_in_background() -> subprocess.Popen | None:
+    """Compile umap-learn's kernels into NUMBA_CACHE_DIR in a low-priority child process, so the
+    first manifold after install takes seconds instead of a minute; None when there is nothing
+    to do (no cache folder set, kernels already cached, or CORTEXTUAL_WARM_KERNELS=0).
+
+    A separate process so compilation holds neither this process's GIL nor its import lock.
+    """
+    if os.environ.get("CORTEXTUAL_WARM_KERNELS", "1") == "0" or not os.environ.get("NUMBA_CACHE_DIR") or kernels_cached():
+        return None
+    code = "import numpy as np; from backend.analysis.manifolds import umap_embedding; umap_embedding(np.random.default_rng(0).normal(size=(60, 8)))"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10),
+    )
+    threading.Thread(target=child.wait, name="umap-warm-up", daemon=True).start()  # reaped, never a zombie
+    return child
 
 
 def umap_embedding(

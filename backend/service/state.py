@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import HTTPException, Path, Request
 from pydantic import Field
 
+from backend.analysis.manifolds import warm_kernels_in_background
 from backend.cache import Store
 from backend.data import catalog
 from backend.data.demo.world import DEMO_IDS, ensure_demo_world
@@ -49,6 +50,7 @@ class DemoPreparation:
         try:
             ensure_demo_world(progress=self._progress)
             self.state, self.fraction = "ready", 1.0
+            warm_kernels_in_background()  # the manifold panel's first UMAP then loads, not compiles
         except Exception as err:  # reported through /api/health, never raised in a request
             log.error("demo world generation failed:\n%s", traceback.format_exc())
             self.state, self.error = "failed", f"{type(err).__name__}: {err}"
