@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     analyzing.add_argument("--corpus", help="text file, one caption per line, to decode into (default: the training captions)")
     analyzing.add_argument("--language-model", default="HuggingFaceTB/SmolLM2-135M-Instruct",
                            help='frozen LM that generates captions from the brain (prefix decoder); "none" to skip')
-    analyzing.add_argument("--brain-steps", type=int, default=120, help="training steps of the prefix decoder (default 120)")
+    analyzing.add_argument("--brain-steps", type=int, default=None,
+                           help="training steps through the LM of the prefix decoder and the Q-Former (default: theirs, 40 and 120)")
+    analyzing.add_argument("--brain-align-steps", type=int, default=None,
+                           help="alignment steps of the soft-token prefix decoder (no LM pass; default 600)")
     analyzing.add_argument("--visual-encoders", default="none",
                            help="visual encoders to train and compare, comma-separated among language, category, untrained "
                                 "(e.g. language,category,untrained; default none: minutes of training on a CPU)")
@@ -239,6 +242,7 @@ def analyze_command(args: argparse.Namespace) -> int:
         report = analyze(
             ds, args.captioner, args.embedder, store=Store(), pool=ModelPool(), text_to_image=args.text_to_image, corpus=corpus,
             language_model=None if args.language_model == "none" else args.language_model, brain_steps=args.brain_steps,
+            brain_align_steps=args.brain_align_steps,
             visual_encoders=visual_networks(args.visual_encoders), visual_settings=visual_settings(args), progress=progress,
         )
     except (KeyError, LookupError, ValueError, RuntimeError) as err:

@@ -20,7 +20,7 @@ def test_analyze_writes_every_score(small_world, tmp_path):
         # --brain-steps 2: the real SmolLM2 path end to end, trained just enough to run (the truth
         # tests in test_brain_captions_truth.py train it properly)
         [sys.executable, "launch.py", "analyze", "--dataset", "demo-human", "--captioner", "sim-objects-only", "--out", str(out),
-         "--brain-steps", "2"],
+         "--brain-steps", "2", "--brain-align-steps", "10"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -43,6 +43,7 @@ def analyze(
     corpus: list[str] | None = None,
     language_model: str | None = DEFAULT_LM,
     brain_steps: int | None = None,
+    brain_align_steps: int | None = None,
     visual_encoders=(),
     visual_settings: VisualSettings | None = None,
     progress: Progress | None = None,
@@ -50,8 +51,9 @@ def analyze(
     """Every score the explorer's panels show, for one dataset / captioner / embedder; decoded
     captions are retrieved from ``corpus`` when given, else from the training captions.
     ``language_model``: the frozen LM that generates captions from the brain (None: skip that
-    step, which trains a prefix decoder for minutes on a CPU the first time); ``brain_steps``: its
-    training steps (default: the decoder's default configuration); ``visual_encoders``: which
+    step, which trains a prefix decoder and a Q-Former for minutes on a CPU the first time);
+    ``brain_steps``: their training steps through the LM, ``brain_align_steps``: the prefix
+    decoder's alignment steps (default: the default configurations); ``visual_encoders``: which
     networks of the visual-encoder comparison to train and compare (language, category, untrained;
     none: skip), with ``visual_settings`` (default: this captioner and embedder)."""
     say = progress or (lambda stage, fraction: None)
@@ -104,7 +106,9 @@ def analyze(
 
     if language_model is not None:
         say("captions generated from the brain", 0.7)
-        config = quick_config(brain_steps) if brain_steps else PrefixConfig()
+        config = PrefixConfig()
+        if brain_steps or brain_align_steps is not None:
+            config = quick_config(brain_steps or config.steps, brain_align_steps)
         report["brain_captions"] = _generated_vs_retrieved(ds, captioner, embedder, language_model, config, decoding, store, pool)
 
     say("reconstructions", 0.8)
@@ -154,7 +158,7 @@ def _generated_vs_retrieved(ds: Dataset, source: str, embedder: str, language_mo
                  "similarity": float(np.mean([decoding["stimuli"][str(r)]["similarity"] for r in rows]))}
     training = {k: v for k, v in result["training"].items() if k != "loss"}
     # The Brain Q-Former: trained end to end on (response, caption) pairs, scored on the same rows.
-    qconfig = QFormerConfig() if config == PrefixConfig() else replace(QFormerConfig(), steps=config.steps)
+    qconfig = QFormerConfig() if config.steps == PrefixConfig().steps else replace(QFormerConfig(), steps=config.steps)
     qformer = qformer_captions(ds, source, embedder, store=store, pool=pool, language_model=language_model, config=qconfig)
     qformer_training = {k: v for k, v in qformer["training"].items() if k != "loss"}
     return {
