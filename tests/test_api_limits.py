@@ -70,3 +70,19 @@ def test_an_undeclared_method_is_405_naming_the_routes_methods(backend_url, path
 
 def test_undeclared_methods_on_no_route_are_404(backend_url):
     assert httpx.options(f"{backend_url}/api/nothing-here", timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "seed, accepted",
+    [(3, True), (3.0, True), (2**32 - 1, True), (False, False), ("3", False), (3.5, False), (-1, False), (2**32, False), (2**70, False)],
+)
+def test_job_bodies_take_what_the_schema_declares(capped, seed, accepted):
+    """Strict types: a boolean or a string is no seed (pydantic's lax mode would take both), an
+    integral float is (JSON Schema counts 3.0 as an integer), and seeds stay in numpy's and torch's range."""
+    body = {"dataset": "demo-human", "model": "no-such-model", "sources": ["reference"], "stimuli": [0.0, 1], "seed": seed}
+    response = capped.post("/api/jobs/generate-images", json=body)
+    if accepted:  # validation passed: the unknown model is what is refused
+        assert response.status_code == 404 and "no-such-model" in response.json()["detail"], response.text
+    else:
+        assert response.status_code == 422, response.text
+        assert "seed" in response.text

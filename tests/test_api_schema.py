@@ -25,6 +25,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(prepare_demo
 # A valid brain-captions request trains a real language model for minutes in the background: its
 # job is tested in tests/test_brain_captions.py (with a tiny LM) instead of being fuzzed here.
 schema = schema.exclude(path="/api/jobs/brain-captions", method="POST")
+schema = schema.exclude(path="/api/jobs/brain-qformer", method="POST")  # the same, through the Q-Former
 # Likewise a valid visual-encoders request trains CNNs for minutes (tests/test_visual_encoders.py runs it small).
 schema = schema.exclude(path="/api/jobs/visual-encoders", method="POST")
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from backend.models.brain_qformer import QFormerConfig
 from backend.models.prefix_decoder import PrefixConfig
@@ -20,7 +20,7 @@ from backend.models.registry import DEFAULTS
 from backend.service.errors import error_responses
 from backend.service.jobs import Job
 from backend.service.stages_api import cancel_flag, checked_model, complete_captions, run_cancellable
-from backend.service.state import DatasetField, DatasetId, Services, services, stimulus_row
+from backend.service.state import ApiRequest, DatasetField, DatasetId, SeedField, SeedQuery,  Services, services, stimulus_row
 from backend.stages.brain_captions import DEFAULT_LM, brain_captions, brainhub_candidates, cached_brain_captions, quick_config
 from backend.stages.brain_qformer import cached_qformer_captions, qformer_captions
 from backend.stages.captions import REFERENCE
@@ -33,7 +33,7 @@ DEFAULT_ALIGN_STEPS = PrefixConfig().align_steps
 Inputs = Literal["captions", "captions+brain"]
 
 
-class BrainCaptionsRequest(BaseModel):
+class BrainCaptionsRequest(ApiRequest):
     dataset: DatasetField
     source: str = Field(REFERENCE, description='"reference" or the captioner whose captions to learn and decode')
     embedder: str = DEFAULTS["text_embedder"]
@@ -45,7 +45,7 @@ class BrainCaptionsRequest(BaseModel):
                              description="alignment steps of the soft-token prefix before the LM steps (no LM pass)")
     num_beams: int = Field(1, ge=1, le=8)
     max_new_tokens: int = Field(30, ge=1, le=100)
-    seed: int = 0
+    seed: SeedField = 0
 
 
 def _settings(request_or_query: dict) -> dict:
@@ -84,7 +84,7 @@ def brain_captions_job(request: BrainCaptionsRequest, s: Services = Depends(serv
 def _query(source: str = REFERENCE, embedder: str = DEFAULTS["text_embedder"], language_model: str = DEFAULT_LM,
            inputs: Inputs = "captions+brain", steps: int = Query(DEFAULT_STEPS, ge=1, le=20000),
            align_steps: int = Query(DEFAULT_ALIGN_STEPS, ge=0, le=100000),
-           num_beams: int = Query(1, ge=1, le=8), max_new_tokens: int = Query(30, ge=1, le=100), seed: int = 0) -> dict:
+           num_beams: int = Query(1, ge=1, le=8), max_new_tokens: int = Query(30, ge=1, le=100), seed: SeedQuery = 0) -> dict:
     if not isinstance(align_steps, int):  # called as a function (the switch read), not through a request
         align_steps = DEFAULT_ALIGN_STEPS
     return dict(source=source, embedder=embedder, language_model=language_model, inputs=inputs, steps=steps,
@@ -153,7 +153,7 @@ def brain_captions_brainhub(dataset_id: DatasetId, q: dict = Depends(_query),
 # ------------------------------------------------------------------------- the Brain Q-Former
 
 
-class QFormerRequest(BaseModel):
+class QFormerRequest(ApiRequest):
     dataset: DatasetField
     source: str = Field(REFERENCE, description='"reference" or the captioner whose captions to learn')
     embedder: str = Field(DEFAULTS["text_embedder"], description="caption embeddings: contrastive targets and scores")
@@ -162,7 +162,7 @@ class QFormerRequest(BaseModel):
     pretrain_steps: int = Field(0, ge=0, le=20000, description="masked-unit pretraining steps of the brain encoder")
     num_beams: int = Field(1, ge=1, le=8)
     max_new_tokens: int = Field(30, ge=1, le=100)
-    seed: int = 0
+    seed: SeedField = 0
 
 
 def _qformer_settings(q: dict) -> dict:
@@ -194,7 +194,7 @@ def brain_qformer_job(request: QFormerRequest, s: Services = Depends(services)) 
 
 def _qformer_query(source: str = REFERENCE, embedder: str = DEFAULTS["text_embedder"], language_model: str = DEFAULT_LM,
                    steps: int = Query(QFormerConfig().steps, ge=1, le=20000), pretrain_steps: int = Query(0, ge=0, le=20000),
-                   num_beams: int = Query(1, ge=1, le=8), max_new_tokens: int = Query(30, ge=1, le=100), seed: int = 0) -> dict:
+                   num_beams: int = Query(1, ge=1, le=8), max_new_tokens: int = Query(30, ge=1, le=100), seed: SeedQuery = 0) -> dict:
     return dict(source=source, embedder=embedder, language_model=language_model, steps=steps,
                 pretrain_steps=pretrain_steps, num_beams=num_beams, max_new_tokens=max_new_tokens, seed=seed)
 

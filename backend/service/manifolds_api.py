@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from backend.models.registry import DEFAULTS
 from backend.service.jobs import Job, JobCancelled
 from backend.service.stages_api import cancel_flag, checked_model, run_cancellable, complete_captions
-from backend.service.state import DatasetField, DatasetId, Services, services
+from backend.service.state import ApiRequest, DatasetField, DatasetId,  Services, services
 from backend.service.wire import encode_array
 from backend.stages.captions import REFERENCE
 from backend.stages.encoding import unit_regions
@@ -25,7 +25,7 @@ from backend.service.errors import error_responses
 router = APIRouter(responses=error_responses(400, 404, 409, 413, 503))
 
 
-class ManifoldsRequest(BaseModel):
+class ManifoldsRequest(ApiRequest):
     dataset: DatasetField
     source: str = Field(REFERENCE, description='"reference" or the captioner whose captions to embed')
     embedder: str = DEFAULTS["text_embedder"]

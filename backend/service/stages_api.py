@@ -13,14 +13,14 @@ import numpy as np
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from backend.data.schema import Dataset
 from backend.models.device import Cancelled
 from backend.models.registry import DEFAULTS, get_model
 from backend.models.weights import ModelUnavailable, require_weights
 from backend.service.jobs import Job, JobCancelled
-from backend.service.state import DatasetField, DatasetId, Services, services, stimulus_row
+from backend.service.state import ApiRequest, DatasetField, DatasetId, SeedField, SeedQuery,  Services, services, stimulus_row
 from backend.stages import captions as caption_stage
 from backend.stages.captions import REFERENCE, caption_sources
 from backend.stages.captions import source_captions as _source_captions
@@ -43,24 +43,24 @@ DECODED = "decoded from the brain"
 GENERATED = "generated from the brain"
 
 
-class CaptionRequest(BaseModel):
+class CaptionRequest(ApiRequest):
     dataset: DatasetField
     model: str
     params: dict = Field(default_factory=dict, description="generation parameters, e.g. max_new_tokens")
 
 
-class EmbedCaptionsRequest(BaseModel):
+class EmbedCaptionsRequest(ApiRequest):
     dataset: DatasetField
     model: str = DEFAULTS["text_embedder"]
     source: str = Field(REFERENCE, description='"reference" or the id of a captioner whose captions to embed')
 
 
-class EmbedImagesRequest(BaseModel):
+class EmbedImagesRequest(ApiRequest):
     dataset: DatasetField
     model: str
 
 
-class EncodeRequest(BaseModel):
+class EncodeRequest(ApiRequest):
     dataset: DatasetField
     source: str = Field(REFERENCE, description='"reference" or the captioner whose captions to embed')
     embedder: str = DEFAULTS["text_embedder"]
@@ -72,12 +72,12 @@ class DecodeRequest(EncodeRequest):
     )
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(ApiRequest):
     dataset: DatasetField
     model: str
     sources: list[str] = Field(default_factory=lambda: [REFERENCE], description="caption sources to draw from")
     stimuli: list[int] | None = Field(None, description="stimulus rows; default: the test split")
-    seed: int = 0
+    seed: SeedField = 0
     with_decoded: bool = Field(False, description="also the captions decoded from the brain, where a decoding exists")
     decoded_embedder: str = Field(DEFAULTS["text_embedder"], description="the text embedder of that decoding")
     decoded_corpus: str | None = Field(None, description="the id of the user corpus of that decoding; default: training captions")
@@ -318,7 +318,7 @@ def encoding_map(
     return Response(values.tobytes(), media_type="application/octet-stream", headers=array_headers(values))
 
 
-class CompareRequest(BaseModel):
+class CompareRequest(ApiRequest):
     dataset: DatasetField
     embedder: str = DEFAULTS["text_embedder"]
     text_to_image: str = "sim-scene-renderer"
@@ -354,7 +354,7 @@ def compare_job(request: CompareRequest, s: Services = Depends(services)) -> dic
     return s.jobs.submit("compare-captioners", request.model_dump(), work).as_dict()
 
 
-class RsaRequest(BaseModel):
+class RsaRequest(ApiRequest):
     dataset: DatasetField
     embedder: str = DEFAULTS["text_embedder"]
     sources: list[str] | None = Field(None, description="caption sources; default: every complete one")
@@ -438,7 +438,7 @@ def rdms(
     }
 
 
-class TextToBrainRequest(BaseModel):
+class TextToBrainRequest(ApiRequest):
     text: str = Field(..., min_length=1, max_length=1000)
     source: str = REFERENCE
     embedder: str = DEFAULTS["text_embedder"]
@@ -534,7 +534,7 @@ def reconstructions(
     dataset_id: DatasetId,
     index: int,
     model: str = Query(..., description="text-to-image model id"),
-    seed: int = 0,
+    seed: SeedQuery = 0,
     decoded_embedder: str = Query(DEFAULTS["text_embedder"], description="text embedder of the brain decoding to include"),
     decoded_corpus: str | None = Query(None, pattern="^[0-9a-f]{64}$", description="user corpus id of that decoding"),
     s: Services = Depends(services),

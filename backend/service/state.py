@@ -7,8 +7,8 @@ import threading
 import traceback
 from typing import Annotated
 
-from fastapi import HTTPException, Path, Request
-from pydantic import Field
+from fastapi import HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.analysis.manifolds import warm_kernels_in_background
 from backend.cache import Store
@@ -28,6 +28,36 @@ DatasetId = Annotated[
 DatasetField = Annotated[
     str, Field(pattern=DATASET_ID_PATTERN, max_length=MAX_ID_LENGTH, description=_ID_HELP, examples=["demo-human"])
 ]
+_SEED_HELP = "random seed (0 to 2**32 - 1): the same seed gives the same result"
+#: A random seed in a job body / a query: numpy and torch both take it.
+SeedField = Annotated[int, Field(ge=0, le=2**32 - 1, description=_SEED_HELP)]
+SeedQuery = Annotated[int, Query(ge=0, le=2**32 - 1, description=_SEED_HELP)]
+
+
+class ApiRequest(BaseModel):
+    """Base of every JSON job body: types are strict, as the schema says (``false`` is not a seed,
+    ``"3"`` is not a step count), so what the API accepts is what its OpenAPI schema declares.
+
+    JSON Schema counts 3.0 as an integer, so integral floats (top level and in lists) become ints
+    first; float fields take ints anyway.
+    """
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats_are_ints(cls, data):
+        if not isinstance(data, dict):
+            return data
+        return {key: _as_int_if_integral(value) for key, value in data.items()}
+
+
+def _as_int_if_integral(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+    return value
 
 
 class DemoPreparation:

@@ -18,7 +18,7 @@ from backend.models.registry import DEFAULTS
 from backend.models.weights import ModelUnavailable
 from backend.service import brain_captions_api, datasets_api, stages_api
 from backend.service.errors import error_responses
-from backend.service.state import DatasetId, Services, services, stimulus_row
+from backend.service.state import DatasetId, SeedQuery, Services, services, stimulus_row
 from backend.service.wire import encode_array
 
 router = APIRouter(responses=error_responses(404, 409, 503))
@@ -48,7 +48,7 @@ def stimulus_switch(
     index: int,
     size: int = Query(DEFAULT_IMAGE_SIZE, ge=0, le=datasets_api.MAX_IMAGE_SIZE, description="longer side of the stimulus image, px (0: as stored)"),
     model: str | None = Query(None, description="text-to-image model whose reconstructions to list (none: no reconstructions)"),
-    seed: int = 0,
+    seed: SeedQuery = 0,
     embedder: str = Query(DEFAULTS["text_embedder"], description="text embedder of the brain decoding to show"),
     decoded_corpus: str | None = Query(None, pattern="^[0-9a-f]{64}$", description="user corpus id of that decoding"),
     images: bool = Query(True, description="include the PNGs of the reconstructions that exist"),

@@ -13,14 +13,14 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from backend.data.schema import Dataset
 from backend.models.registry import DEFAULTS
 from backend.service.errors import error_responses
 from backend.service.jobs import Job
 from backend.service.stages_api import cancel_flag, checked_model, complete_captions, run_cancellable
-from backend.service.state import DatasetField, DatasetId, Services, services
+from backend.service.state import ApiRequest, DatasetField, DatasetId,  Services, services
 from backend.service.wire import array_headers
 from backend.stages import visual_encoders as stage
 from backend.stages.captions import REFERENCE
@@ -33,7 +33,7 @@ ComparisonId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="the i
 JobId = Annotated[str, Path(pattern=r"^[0-9A-Za-z_-]{1,64}$", description="a job id")]
 
 
-class VisualEncodersRequest(BaseModel):
+class VisualEncodersRequest(ApiRequest):
     dataset: DatasetField
     networks: list[Network] = Field(default_factory=lambda: list(stage.NETWORKS), min_length=1, max_length=3)
     source: str = Field(REFERENCE, description='"reference" or the captioner whose captions the language network learns')
