@@ -5,7 +5,13 @@ One comparison per module (the three networks trained once, CNN at 64 px, the st
 epochs and seed 0), through the same stage, encoding and RSA as the app. Every region's figures are
 printed (``pytest -s``) and carried in each assertion's message.
 
-SPREAD
+Spread over network seeds 0-2 (the same world; scripts as in the README, 2026-12), penultimate layer,
+caption region, language-trained minus category-trained: mean test r +0.050 / +0.019 / +0.099
+(language 0.308-0.311 on every seed, category 0.212-0.289), RSA +0.022 / +0.017 / +0.024 (language
+0.055-0.066, category 0.032-0.049; sd over subsets 0.015-0.021). The margins sit below the smallest.
+Not asserted, because it does not hold yet: that both trained networks beat the untrained one in
+the category regions (animate, food, place). Mean r over them, language / category / untrained:
+seed 0 0.052 / 0.080 / 0.084, seed 1 0.057 / 0.098 / 0.061, seed 2 0.135 / 0.189 / 0.098.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from backend.stages import visual_encoders as stage
 
 LAYER = "penultimate"
 #: Language-trained minus category-trained in the caption region (see SPREAD above).
-R_MARGIN = 0.02
+R_MARGIN = 0.005
 RSA_MARGIN = 0.005
 
 
