@@ -230,15 +230,14 @@ def _wait(client, job_id: str, timeout: float = 240) -> dict:
 
 
 def test_api_job_status_result_and_difference_map(client):
-    body = {"dataset": "demo-mouse", "networks": ["language", "category"], "input_size": 16, "epochs": 1}
-    submitted = client._post("/api/jobs/visual-encoders", body)
+    submitted = client.visual_encoders_job("demo-mouse", networks=["language", "category"], input_size=16, epochs=1)
     job = _wait(client, submitted["id"])
     assert job["state"] == "done", job
     comparison_id = job["result"]["comparison_id"]
     assert job["comparison"]["networks"] == ["language", "category"]
-    table = client._json(f"/api/visual-encoders/{comparison_id}")
+    table = client.visual_encoder_comparison(comparison_id)
     assert {r["region"] for r in table["rows"]} == {"VISp", "VISl", "VISrl", "VISal", "VISpm", "VISam"}
-    values = client._array(f"/api/visual-encoders/{comparison_id}/difference-map")
+    values = client.visual_encoder_difference_map(comparison_id, "penultimate")
     assert values.shape == (client.dataset("demo-mouse")["n_units"],) and np.isfinite(values).all()
     listed = client._json("/api/datasets/demo-mouse/visual-encoders")
     assert comparison_id in [c["comparison"] for c in listed]

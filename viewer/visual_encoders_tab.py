@@ -102,14 +102,14 @@ class VisualEncodersTab:
         """(plot, table, brain update, mouse update, brain group, mouse group) for a finished comparison."""
         explorer, client = self.explorer, self.explorer.client
         try:
-            comparison = client._json(f"/api/visual-encoders/{comparison_id}")
+            comparison = client.visual_encoder_comparison(comparison_id)
         except BackendError as err:
             raise gr.Error(str(err)) from None
         figure, table = comparison_figure(comparison, layer), comparison_table(comparison, layer)
         if "language" not in comparison["networks"] or "category" not in comparison["networks"]:
             return figure, table, gr.update(), gr.update(), gr.update(), gr.update()
         try:
-            values = client._array(f"/api/visual-encoders/{comparison_id}/difference-map", layer=layer)
+            values = client.visual_encoder_difference_map(comparison_id, layer)
         except BackendError as err:
             raise gr.Error(str(err)) from None
         values = explorer.shown_values(ds, values.astype(np.float32))
@@ -131,9 +131,9 @@ class VisualEncodersTab:
         shown = [self.plot, self.table, *self.brain.outputs, *self.mouse.outputs, self.brain_group, self.mouse_group]
 
         def run(ds, objective, epochs, layer, progress=gr.Progress()):
-            body = {"dataset": ds, "objective": objective, "epochs": int(epochs)}
+            body = {"dataset_id": ds, "objective": objective, "epochs": int(epochs)}
             try:
-                job = follow_job(client, lambda: client._post("/api/jobs/visual-encoders", body), progress)
+                job = follow_job(client, lambda: client.visual_encoders_job(**body), progress)
             except BackendError as err:
                 raise gr.Error(str(err)) from None
             if job["state"] != "done":

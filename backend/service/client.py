@@ -342,3 +342,17 @@ class BackendClient:
     def brain_qformer(self, dataset_id: str, **params) -> dict:
         """Metrics, training facts and per-stimulus captions of a finished Q-Former job (404 if none)."""
         return self._json(f"/api/datasets/{dataset_id}/brain-qformer", **params)
+
+    # -- visual encoders aligned to language -------------------------------------------------
+    def visual_encoders_job(self, dataset_id: str, **params) -> dict:
+        """Start training and comparing the visual encoders. ``params``: networks, source, embedder,
+        backbone, objective, input_size, epochs, alignment_weight, seed (the API's defaults otherwise)."""
+        return self._post("/api/jobs/visual-encoders", {"dataset": dataset_id, **params})
+
+    def visual_encoder_comparison(self, comparison_id: str) -> dict:
+        """Per-region encoding r and RSA of each network of a finished comparison (404 if none)."""
+        return self._json(f"/api/visual-encoders/{comparison_id}")
+
+    def visual_encoder_difference_map(self, comparison_id: str, layer: str) -> np.ndarray:
+        """float32 [n_units]: encoding r of the language-trained minus the category-trained network."""
+        return self._array(f"/api/visual-encoders/{comparison_id}/difference-map", layer=layer)
