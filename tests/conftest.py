@@ -96,7 +96,7 @@ def free_port() -> int:
 def launch_and_wait(args: list[str], log: Path, *, env: dict | None = None, timeout: float = 300):
     """Start ``python launch.py ARGS`` in its own process group (output to ``log``) and wait until
     its page answers on the ``--port`` it was given (or $GRADIO_SERVER_PORT); returns (process, url).
-    Stop it with ``os.killpg(process.pid, signal.SIGTERM)``."""
+    Stop it with :func:`stop_launched`."""
     import subprocess
     import sys
 
@@ -120,6 +120,20 @@ def launch_and_wait(args: list[str], log: Path, *, env: dict | None = None, time
             pass
         assert time.monotonic() < deadline, f"the page did not answer: {log.read_text()[-2000:]}"
         time.sleep(0.5)
+
+
+def stop_launched(process, grace: float = 10) -> None:
+    """Stop a launcher started by :func:`launch_and_wait` and its children (its process group):
+    SIGTERM, then SIGKILL if it is still there after ``grace`` seconds."""
+    import signal
+    import subprocess
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(grace)
 
 
 @pytest.fixture(scope="session")

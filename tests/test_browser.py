@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, launch_and_wait
+from tests.conftest import free_port, launch_and_wait, stop_launched
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = [
@@ -39,11 +38,7 @@ def explorer_url(tmp_path_factory):
     log = tmp_path_factory.mktemp("launch") / "launch.log"
     process, url = launch_and_wait(["--port", str(free_port())], log, env=env)
     yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    stop_launched(process)
 
 
 def canvas_digest(page, selector: str) -> str:

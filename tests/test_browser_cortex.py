@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 
 import pytest
 
-from tests.conftest import free_port, launch_and_wait
+from tests.conftest import free_port, launch_and_wait, stop_launched
 from tests.test_browser import CHROMIUM_FLAGS, chromium_path
 
 PANEL = "#ctx-brain .ctx-brain"
@@ -41,11 +39,7 @@ def page(tmp_path_factory):
             yield page
             browser.close()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_launched(process)
 
 
 def pixels(page) -> str:

@@ -6,12 +6,10 @@ screenshots go to the tests' temporary folders."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 
 import pytest
 
-from tests.conftest import free_port, launch_and_wait
+from tests.conftest import free_port, launch_and_wait, stop_launched
 from tests.test_browser import CHROMIUM_FLAGS, chromium_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -26,11 +24,7 @@ def explorer_url(tmp_path_factory, numba_cache_dir):
     log = tmp_path_factory.mktemp("launch-explore") / "launch.log"
     process, url = launch_and_wait(["--port", str(free_port())], log, env=env)
     yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    stop_launched(process)
 
 
 @pytest.fixture(scope="module")

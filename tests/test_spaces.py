@@ -12,8 +12,6 @@ import functools
 import os
 import pickle
 import re
-import signal
-import subprocess
 import sys
 import time
 import tomllib
@@ -24,7 +22,7 @@ import numpy as np
 import pytest
 
 from backend.models import zerogpu
-from tests.conftest import free_port, launch_and_wait
+from tests.conftest import free_port, launch_and_wait, stop_launched
 from tests.models_tiny import register_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,11 +183,7 @@ def space(tmp_path_factory):
     process, url = launch_and_wait([], log, env=env)
     print(f"Spaces-mode start-up, demo world {os.environ.get('CORTEXTUAL_DEMO_SIZE')} generated: {time.monotonic() - started:.1f} s")
     yield {"url": url, "port": port, "pid": process.pid, "log": log}
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    stop_launched(process)
 
 
 @pytest.mark.browser
