@@ -311,3 +311,9 @@ def test_viewer_figure_has_bars_with_spread_axis_titles_and_a_legend():
     assert titles == ["brain region", "mean Pearson r on the test stimuli", "Spearman correlation of RDMs"]
     table = comparison_table(comparison, "penultimate")
     assert list(table["region"]) == regions and "caption text embedding: RSA" in table.columns
+
+
+def test_viewer_default_epochs_are_the_stages():
+    from viewer.visual_encoders_tab import DEFAULT_EPOCHS
+
+    assert DEFAULT_EPOCHS == stage.Settings.epochs == ve.EncoderConfig.epochs

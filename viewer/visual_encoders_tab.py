@@ -25,6 +25,8 @@ NETWORK_LABELS = {
 }
 COLOURS = {"language": "#1f77b4", "category": "#ff7f0e", "untrained": "#7f7f7f", "text": "#2ca02c"}
 LAYERS = {"penultimate": "penultimate layer", "embedding": "embedding layer"}
+#: The stage's default (backend.stages.visual_encoders.Settings.epochs; the viewer does not import torch).
+DEFAULT_EPOCHS = 80
 
 
 def comparison_figure(comparison: dict, layer: str = "penultimate") -> go.Figure:
@@ -86,7 +88,7 @@ class VisualEncodersTab:
         with gr.Row():
             self.objective = gr.Radio([("cosine (Doerig)", "cosine"), ("InfoNCE (LLM-VEM)", "infonce"),
                                        ("cosine + InfoNCE", "cosine+infonce")], value="cosine", label="Language objective", scale=3)
-            self.epochs = gr.Slider(1, 60, value=12, step=1, label="Training epochs", scale=2)
+            self.epochs = gr.Slider(1, 200, value=DEFAULT_EPOCHS, step=1, label="Training epochs", scale=2)
             self.layer = gr.Radio([(v, k) for k, v in LAYERS.items()], value="penultimate", label="Layer", scale=2)
             self.run_button = gr.Button("Train and compare", scale=1, elem_id="ctx-ve-run")
         self.status = gr.Markdown(elem_id="ctx-ve-status")

@@ -65,7 +65,7 @@ class Settings:
     backbone: str = "cnn"
     objective: str = "cosine"
     input_size: int = 64
-    epochs: int = 12
+    epochs: int = ve.EncoderConfig.epochs
     alignment_weight: float = 1.0
     seed: int = 0
     n_subsets: int = 20
