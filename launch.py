@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "(e.g. language,category,untrained; default none: minutes of training on a CPU)")
     analyzing.add_argument("--visual-objective", default="cosine", choices=("cosine", "infonce", "cosine+infonce"),
                            help="the language-trained network's loss (default cosine)")
-    analyzing.add_argument("--visual-epochs", type=int, help="training epochs of each visual encoder (default: the stage's, 12)")
+    analyzing.add_argument("--visual-epochs", type=int, help="training epochs of each visual encoder (default: the stage's, 80)")
     analyzing.add_argument("--visual-backbone", default="cnn", help='"cnn" or a CLIP-vision image embedder id (frozen, trained head)')
     analyzing.add_argument("--out", required=True, help="where to write the JSON report")
     batch = commands.add_parser(
