@@ -3,8 +3,11 @@
     responses --brain tokens, query tokens (backend/models/brain_qformer.py)--> soft prefix
               --frozen LM--> caption
 
-Trained end to end on the dataset's (response, caption) training pairs; the contrastive targets
-are the captions' embeddings by ``embedder``. Brain tokens: on a surface, the units of each region
+Trained on the dataset's (response, caption) training pairs: with the default soft-token prefix,
+an alignment phase without the LM (the query slots learn the caption's words, the pooled queries its
+embedding) and then a few steps through the frozen LM; the contrastive targets are the captions'
+embeddings by ``embedder``. The job's progress names the phase ("aligning step ...", then
+"training step ..." for the LM steps). Brain tokens: on a surface, the units of each region
 (``roi_labels``) in patches of at most ``config.patch`` vertices; for neurons, each area (in
 patches likewise). The trained model is stored by dataset, captions, embedder, LM fingerprint
 and configuration; each caption by model and stimulus; the whole result by all of those and the
@@ -37,6 +40,8 @@ from backend.stages.encoding import _complete_captions, dataset_fingerprint
 from backend.stages.inputs import text_hash
 
 STAGE = "brain-qformer"
+#: What the job's progress calls each training phase (backend/models/brain_qformer.py).
+PHASES = {"pretrain": "pretraining", "align": "aligning", "lm": "training"}
 
 Report = Callable[[int, int, str], None]
 
@@ -114,14 +119,16 @@ def qformer_captions(
             groups = brain_groups(unit_labels(ds), config.patch)
             model, history = train_qformer(
                 lm, responses[train], groups, [captions[int(i)] for i in train], embeddings[train], config,
-                report=lambda step, steps, loss: say(step, steps, f"training step {step} of {steps}, loss {loss:.3f}"),
+                report=lambda phase, step, steps, loss: say(step, steps, f"{PHASES[phase]} step {step} of {steps}, loss {loss:.3f}"),
                 cancel=cancel,
             )
+            last = lambda values: round(float(np.mean(values[-10:])), 4) if values else None  # noqa: E731
             training = {"seconds": round(history["seconds"], 1), "step_seconds": round(history["step_seconds"], 3),
-                        "steps": config.steps, "final_loss": round(float(np.mean(history["loss"][-10:])), 4),
-                        "final_lm_loss": round(float(np.mean(history["lm_loss"][-10:])), 4),
+                        "align_seconds": round(history["align_seconds"], 1), "steps": config.steps,
+                        "align_steps": len(history["align_loss"]), "final_align_loss": last(history["align_loss"]),
+                        "final_loss": last(history["loss"]), "final_lm_loss": last(history["lm_loss"]),
                         "loss": [round(x, 4) for x in history["loss"]], "device": str(lm.device),
-                        "brain_tokens": model.n_tokens}
+                        "brain_tokens": model.n_tokens, "prefix": config.prefix}
             # Written only once training has finished: a cancelled job leaves no model behind.
             store.put(mkey, "safetensors", qformer_to_bytes(model, training))
             training = {**training, "cached": False}
