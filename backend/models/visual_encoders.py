@@ -69,15 +69,16 @@ class EncoderConfig:
     epochs:           passes over the training images (0: the untrained control). 80 by default:
                       from 1,000 scenes of 1-3 pictograms a network learns its objects slowly.
                       Measured on the demo world (64 px, network seed 0), at 12 epochs the
-                      category network's loss fell only from 4.42 to 4.03 (ln 74 = 4.30; test top-1
-                      1.5%, chance 1.4%) and the language network's test cosine to the centred
-                      caption embeddings stayed at the common direction's 0.45 (caption retrieval
-                      top-1 4% of 200); neither beat the untrained network in the category
-                      regions. At 40 epochs: category top-1 6.5%, language retrieval 16.5%; at 80:
-                      category top-1 9.5-12.5% (top-5 28-36%), language retrieval 20-25%, and both
-                      beat the untrained network there (figures in tests/test_visual_encoders_truth.py).
-                      A larger input did not help: at 128 px, 20 epochs (4x the cost per epoch) the
-                      language network learned no more than at 64 px, 12 epochs.
+                      category network's loss fell only from 4.42 to 4.03 (ln 74 = 4.30; test
+                      top-1 1.5%, chance 1.4%) and the language network retrieved 4% of the 200
+                      test captions (top-1 by cosine to the centred caption embeddings); neither
+                      beat the untrained network in the category regions. At 40 epochs: category
+                      top-1 6.5%, language retrieval 16.5%; at 80 (seeds 0 and 1): category top-1
+                      9.5% and 12.5% (top-5 28% and 36%), language retrieval 20.5% and 25%, and on
+                      seeds 0-2 both beat the untrained network there (figures in
+                      tests/test_visual_encoders_truth.py). A larger input was no shortcut: at
+                      128 px, 20 epochs (4x the cost per epoch) the language network learned no
+                      more than at 64 px, 12 epochs.
     batch_size, lr, weight_decay: AdamW with a cosine learning-rate schedule
     temperature:      InfoNCE's initial temperature (learnable; its logit scale is capped at 100)
     alignment_weight: weight of InfoNCE when combined with the cosine loss
