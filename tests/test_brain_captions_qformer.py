@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from backend.models.brain_qformer import (
-    BrainQFormer, QFormerConfig, brain_groups, build_qformer, caption_slots, contrastive_loss, generate_qformer_captions,
+    BrainQFormer, QFormerConfig, alignment_steps, brain_groups, build_qformer, caption_slots, contrastive_loss, generate_qformer_captions,
     pretrain_encoder, qformer_from_bytes, qformer_to_bytes, train_qformer,
 )
 from backend.models.device import Cancelled
 from tests.models_tiny import tiny_id, tiny_pool  # noqa: F401  (fixture)
 
 TINY = QFormerConfig(queries=2, dim=16, layers=1, heads=2, patch=8, steps=30, batch_size=8, lr=1e-2, dropout=0.0, seed=0,
-                     max_tokens=12, align_steps=150, align_batch_size=8, align_lr=1e-2)
+                     max_tokens=12, align_epochs=50, align_batch_size=8, align_lr=1e-2)
 FREE = QFormerConfig(**{**TINY.to_dict(), "prefix": "free"})
 
 
@@ -90,8 +90,8 @@ def test_alignment_phase_spells_the_captions_without_the_lm(tiny_lm):
     config = QFormerConfig(**{**TINY.to_dict(), "steps": 0})
     model, history = train_qformer(tiny_lm, responses, groups, texts, embeddings, config,
                                    report=lambda *a: reports.append(a))
-    assert len(history["align_loss"]) == TINY.align_steps and history["loss"] == []
-    assert [r[:3] for r in reports if r[0] == "align"][-1] == ("align", TINY.align_steps, TINY.align_steps)
+    assert len(history["align_loss"]) == alignment_steps(TINY, len(texts)) == 150 and history["loss"] == []  # 50 x 24 / 8
+    assert [r[:3] for r in reports if r[0] == "align"][-1] == ("align", 150, 150)
     assert np.mean(history["align_loss"][-5:]) < 0.3 * np.mean(history["align_loss"][:5]), history["align_loss"]
     decode = tiny_lm.tokenizer.decode
     drafts = model.draft(torch.from_numpy(responses[:8]), decode)
@@ -128,10 +128,10 @@ def test_masked_unit_pretraining_lowers_the_reconstruction_error(tiny_lm):
     losses = pretrain_encoder(model, responses, 60, batch_size=16, lr=1e-2, mask_ratio=0.3)
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), losses
     # Through train_qformer: the pretraining runs first and its losses are reported.
-    config = QFormerConfig(**{**TINY.to_dict(), "steps": 2, "pretrain_steps": 5, "align_steps": 3})
+    config = QFormerConfig(**{**TINY.to_dict(), "steps": 2, "pretrain_steps": 5, "align_epochs": 1})
     reports = []
     _, history = train_qformer(tiny_lm, responses, groups, texts, embeddings, config, report=lambda *a: reports.append(a))
-    assert len(history["pretrain_loss"]) == 5 and len(history["align_loss"]) == 3 and len(history["loss"]) == 2
+    assert len(history["pretrain_loss"]) == 5 and len(history["align_loss"]) == 8 and len(history["loss"]) == 2  # 64 / 8
     assert [r[0] for r in reports] == ["pretrain"] * 5 + ["lm"] * 2  # alignment reports every 10th step
 
 
@@ -156,7 +156,7 @@ def test_cancel_and_bad_inputs(tiny_lm):
 def test_serialisation_round_trip(tiny_lm, config):
     responses, groups, texts, embeddings = _pairs()
     model, _ = train_qformer(tiny_lm, responses, groups, texts, embeddings,
-                             QFormerConfig(**{**config.to_dict(), "steps": 3, "align_steps": 5}))
+                             QFormerConfig(**{**config.to_dict(), "steps": 3, "align_epochs": 2}))
     back, extra = qformer_from_bytes(qformer_to_bytes(model, {"seconds": 1.5}))
     assert extra == {"seconds": 1.5} and back.config == model.config and back.vocab == model.vocab
     x = torch.from_numpy(responses[:3])
