@@ -1,17 +1,16 @@
 """Truth on the demo world (issue 9, item 7), with the real SmolLM2-135M-Instruct and MiniLM.
 
-What the app's default prefix decoder reaches here (seed 0; 1,000 training / 60 test stimuli; the
-same figures at load 1 and load 12, 2 BLAS threads; module 6 min wall at load 1: retrieval 5 s,
-prefix decoder 203 s of which 159 s training):
-- fed the TRUE caption embeddings of held-out stimuli (its ceiling): sentence similarity 0.806,
-  exact match 21.7%, CIDEr-D 5.22, BLEU-4 0.503;
-- fed brain predictions: sentence similarity 0.450 (retrieval 0.493), CIDEr-D 1.012 (retrieval
-  0.902), 2-way identification 0.866.
-Issue 9 asks for 0.85 (a) and for at least retrieval's similarity and CIDEr-D (b): neither is met
-yet (0.806; similarity 0.91 of retrieval's). The tests below hold the decoder to what it does reach,
-with room for other machines, and fail on a regression; the issue stays open for the rest. The
-Brain Q-Former (60 steps: similarity 0.285, 2-way 0.574, 126 s) is not asserted here: 2-way that
-close to chance is within the spread of 60 stimuli; its unit tests are in test_brain_captions_qformer.py.
+What the app's default prefix decoder reaches here (seed 0; 1,000 training / 60 test stimuli; GRU
+soft-token mapper, 600 alignment + 40 LM steps, best of 8 wordings by similarity to the input):
+- fed the TRUE caption embeddings of held-out stimuli (its ceiling): sentence similarity 0.933,
+  exact match 46.7%, CIDEr-D 6.87, BLEU-4 0.660 (issue 9 asks >= 0.85);
+- fed brain predictions: sentence similarity 0.541 (retrieval 0.493), CIDEr-D 1.758 (retrieval
+  0.902), BLEU-4 0.281 (0.214), 2-way identification 0.905 (issue 9 asks >= retrieval's
+  similarity and CIDEr-D).
+Without choosing among wordings (the GRU's most likely one) brain similarity was 0.494, level with
+retrieval; the per-position MLP before the GRU reached 0.806 / 0.450. Seed spread: see README.
+Module time under load 5-6 from other training on 2 cores: 1,346 s, of which training 1,116 s;
+idle it is a few minutes. The Brain Q-Former has its own truth module (test_brain_qformer_truth.py).
 """
 
 from __future__ import annotations
@@ -66,16 +65,16 @@ def test_a_the_decoder_fed_true_embeddings_writes_the_caption(world):
     _, results = world
     ceiling = results["prefix"]["metrics"]["ceiling"]
     print("ceiling", {k: round(v, 3) for k, v in ceiling.items()}, "training", results["prefix"]["training"].get("seconds"))
-    assert ceiling["similarity"] >= 0.75, ceiling  # 0.806 measured; issue 9 asks 0.85 (not met)
-    assert ceiling["exact_match"] >= 0.1, ceiling  # 0.217 measured
+    assert ceiling["similarity"] >= 0.85, ceiling  # issue 9's figure; 0.933 measured
+    assert ceiling["exact_match"] >= 0.25, ceiling  # 0.467 measured
 
 
-def test_b_captions_from_the_brain_near_retrieval(world):
+def test_b_captions_from_the_brain_match_or_beat_retrieval(world):
     ds, results = world
     brain = results["prefix"]["metrics"]["brain"]
     retrieval = _retrieval_scores(ds, results)
     print("brain", {k: v for k, v in brain.items()}, "retrieval", retrieval)
-    # measured: similarity 0.450 vs 0.493 (issue 9 asks >=: not met), CIDEr-D 1.012 vs 0.902
-    assert brain["similarity"] >= 0.85 * retrieval["similarity"], (brain, retrieval)
-    assert brain["cider"] >= 0.9 * retrieval["cider"], (brain, retrieval)
-    assert brain["identification"]["two_way"] >= 0.75, brain  # 0.866 measured; chance 0.5
+    # issue 9's claim, as it stands: measured similarity 0.541 vs 0.493, CIDEr-D 1.758 vs 0.902
+    assert brain["similarity"] >= retrieval["similarity"], (brain, retrieval)
+    assert brain["cider"] >= retrieval["cider"], (brain, retrieval)
+    assert brain["identification"]["two_way"] >= 0.8, brain  # 0.905 measured; chance 0.5

@@ -142,7 +142,7 @@ def test_the_prefix_decoder_learns_and_is_deterministic(tiny_lm):
 
 
 SOFT = PrefixConfig(width=64, steps=6, batch_size=8, lr=1e-2, noise=0.05, seed=0, align_steps=150, align_batch_size=8,
-                    align_lr=3e-3)
+                    align_lr=1e-2)
 
 
 def test_the_soft_token_decoder_spells_the_caption_and_is_deterministic(tiny_lm):
@@ -174,6 +174,44 @@ def test_the_soft_token_decoder_spells_the_caption_and_is_deterministic(tiny_lm)
     assert len(out) == 5 and out == generate_captions(tiny_lm, loaded, vectors[:5], max_new_tokens=6, batch_size=5)
     with pytest.raises(ValueError, match="mapper must be one of"):
         train_prefix_decoder(tiny_lm, vectors, texts, PrefixConfig(mapper="lstm"))
+
+
+def test_the_soft_token_decoder_proposes_wordings_and_keeps_the_one_nearest_its_input(tiny_lm):
+    """Beam search over the slot GRU gives w sequences, the greedy one first, each ended by a
+    newline and padded with newlines; generation keeps the candidate whose embedding is nearest
+    (centred cosine) the input vector, whatever its rank."""
+    vectors, texts = _pairs()
+    mapper, _ = train_prefix_decoder(tiny_lm, vectors, texts, SOFT)
+    x = torch.from_numpy(vectors[:3])
+    proposed = mapper.candidates(x, 4)
+    assert proposed.shape == (3, 4, mapper.slots)
+    assert torch.equal(proposed[:, 0], mapper.candidates(x, 1)[:, 0])
+    assert torch.equal(mapper.logits(x).argmax(-1), proposed[:, 0])  # greedy = best beam here (well trained)
+    for row in proposed.flatten(0, 1).tolist():
+        if mapper.newline in row:
+            assert set(row[row.index(mapper.newline):]) == {mapper.newline}
+    assert mapper.candidates(x, 10_000).shape[1] == len(mapper.vocab)  # never more beams than tokens
+    spelled = [mapper.spell(p, tiny_lm.tokenizer.decode) for p in proposed]
+    assert spelled[0][0] == texts[0]
+    centre = mapper.centre.numpy()
+    target = {row: 2 for row in range(3)}  # make the third-ranked wording the nearest for every row
+
+    def embed(batch_texts):
+        out = []
+        for k, t in enumerate(batch_texts):
+            row, rank = divmod(k, 4)
+            direction = vectors[row] - centre
+            out.append(centre + (direction if rank == target[row] else -direction))
+        return np.asarray(out)
+
+    from backend.models.prefix_decoder import _chosen_slots
+
+    chosen = _chosen_slots(mapper, x, 4, embed, tiny_lm)
+    assert torch.equal(chosen, proposed[:, 2])
+    assert torch.equal(_chosen_slots(mapper, x, 4, None, tiny_lm), proposed[:, 0])  # no embedder: the likeliest
+    with pytest.raises(ValueError, match="candidates must be >= 1"):
+        generate_captions(tiny_lm, mapper, vectors[:2], candidates=0)
+    assert len(generate_captions(tiny_lm, mapper, vectors[:2], max_new_tokens=4, candidates=4, embed=embed)) == 2
 
 
 def test_training_cancels_between_steps(tiny_lm):

@@ -21,7 +21,7 @@ from backend.service.errors import error_responses
 from backend.service.jobs import Job
 from backend.service.stages_api import cancel_flag, checked_model, complete_captions, run_cancellable
 from backend.service.state import ApiRequest, DatasetField, DatasetId, SeedField, SeedQuery,  Services, services, stimulus_row
-from backend.stages.brain_captions import DEFAULT_LM, brain_captions, brainhub_candidates, cached_brain_captions, quick_config
+from backend.stages.brain_captions import CANDIDATES, DEFAULT_LM, brain_captions, brainhub_candidates, cached_brain_captions, quick_config
 from backend.stages.brain_qformer import cached_qformer_captions, qformer_captions
 from backend.stages.captions import REFERENCE
 from backend.stages.decoding import cached_decoding
@@ -44,6 +44,8 @@ class BrainCaptionsRequest(ApiRequest):
     align_steps: int = Field(DEFAULT_ALIGN_STEPS, ge=0, le=100000,
                              description="alignment steps of the soft-token prefix before the LM steps (no LM pass)")
     num_beams: int = Field(1, ge=1, le=8)
+    candidates: int = Field(CANDIDATES, ge=1, le=32, description="wordings the decoder proposes per caption; "
+                            "it keeps the one whose embedding is closest to its input")
     max_new_tokens: int = Field(30, ge=1, le=100)
     seed: SeedField = 0
 
@@ -51,7 +53,7 @@ class BrainCaptionsRequest(ApiRequest):
 def _settings(request_or_query: dict) -> dict:
     return dict(language_model=request_or_query["language_model"], config=quick_config(request_or_query["steps"], request_or_query["align_steps"]),
                 inputs=request_or_query["inputs"], max_new_tokens=request_or_query["max_new_tokens"],
-                num_beams=request_or_query["num_beams"], seed=request_or_query["seed"])
+                num_beams=request_or_query["num_beams"], candidates=request_or_query["candidates"], seed=request_or_query["seed"])
 
 
 def _summary(result: dict) -> dict:
@@ -84,11 +86,15 @@ def brain_captions_job(request: BrainCaptionsRequest, s: Services = Depends(serv
 def _query(source: str = REFERENCE, embedder: str = DEFAULTS["text_embedder"], language_model: str = DEFAULT_LM,
            inputs: Inputs = "captions+brain", steps: int = Query(DEFAULT_STEPS, ge=1, le=20000),
            align_steps: int = Query(DEFAULT_ALIGN_STEPS, ge=0, le=100000),
-           num_beams: int = Query(1, ge=1, le=8), max_new_tokens: int = Query(30, ge=1, le=100), seed: SeedQuery = 0) -> dict:
-    if not isinstance(align_steps, int):  # called as a function (the switch read), not through a request
+           num_beams: int = Query(1, ge=1, le=8), candidates: int = Query(CANDIDATES, ge=1, le=32),
+           max_new_tokens: int = Query(30, ge=1, le=100), seed: SeedQuery = 0) -> dict:
+    # Called as a function (the switch read), not through a request, the defaults are Query objects.
+    if not isinstance(align_steps, int):
         align_steps = DEFAULT_ALIGN_STEPS
+    if not isinstance(candidates, int):
+        candidates = CANDIDATES
     return dict(source=source, embedder=embedder, language_model=language_model, inputs=inputs, steps=steps,
-                align_steps=align_steps, num_beams=num_beams, max_new_tokens=max_new_tokens, seed=seed)
+                align_steps=align_steps, num_beams=num_beams, candidates=candidates, max_new_tokens=max_new_tokens, seed=seed)
 
 
 def _cached(s: Services, dataset_id: str, q: dict) -> tuple:

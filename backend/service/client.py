@@ -314,7 +314,7 @@ class BackendClient:
     def brain_captions_job(self, dataset_id: str, **params) -> dict:
         """Start training the prefix decoder and captioning the test stimuli from the brain.
         ``params``: source, embedder, language_model, inputs ("captions" | "captions+brain"),
-        steps, num_beams, max_new_tokens, seed (the API's defaults otherwise)."""
+        steps, align_steps, num_beams, candidates, max_new_tokens, seed (the API's defaults otherwise)."""
         return self._post("/api/jobs/brain-captions", {"dataset": dataset_id, **params})
 
     def brain_captions(self, dataset_id: str, **params) -> dict:

@@ -15,6 +15,8 @@ The embedding-prefix decoder is trained on (vector, caption) pairs of the traini
 
 For each test stimulus it writes the caption from the brain (the ridge trained on all training
 stimuli predicts its embedding) and the *ceiling*: the caption from the true caption embedding.
+Both ways the decoder proposes ``candidates`` wordings and keeps the one whose embedding is
+closest to its input vector.
 Everything is cached in the content-addressed store: the ridge predictions, the trained decoder
 (by data, configuration and the LM's fingerprint) and each generated caption (by the decoder, the
 input vector's bytes and the generation parameters), so a second request trains nothing.
@@ -40,11 +42,15 @@ from backend.models.prefix_decoder import (
 )
 from backend.models.registry import DEFAULTS, get_model
 from backend.models.weights import fingerprint
+from backend.stages.clip_scores import caption_clip_scores
 from backend.stages.embeddings import embed_texts_cached
 from backend.stages.encoding import _complete_captions, dataset_fingerprint
 from backend.stages.inputs import text_hash
 
 STAGE = "brain-captions"
+#: Slot sequences the decoder proposes per caption; it keeps the one whose embedding is closest to
+#: its input (backend/models/prefix_decoder.py: generate_captions).
+CANDIDATES = 8
 INPUTS = ("captions", "captions+brain")
 OOF_FOLDS = 5
 DEFAULT_LM = DEFAULTS["language_model"]
@@ -96,11 +102,12 @@ def result_key(ds: Dataset, source: str, embedder: str, lm_id: str, config: Pref
 
 def cached_brain_captions(ds: Dataset, source: str, embedder: str, store: Store, *, language_model: str = DEFAULT_LM,
                           config: PrefixConfig = PrefixConfig(), inputs: str = "captions+brain",
-                          max_new_tokens: int = 30, num_beams: int = 1, seed: int = 0) -> dict | None:
+                          max_new_tokens: int = 30, num_beams: int = 1, candidates: int = CANDIDATES,
+                          seed: int = 0) -> dict | None:
     """The result of :func:`brain_captions` if it has run, else None (LookupError if the source
     has not captioned every stimulus)."""
     _complete_captions(ds, source, store)
-    generation = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "seed": seed}
+    generation = _generation(max_new_tokens, num_beams, candidates, seed)
     text = store.get_text(result_key(ds, source, embedder, language_model, config, inputs, generation))
     return None if text is None else json.loads(text)
 
@@ -117,6 +124,7 @@ def brain_captions(
     inputs: str = "captions+brain",
     max_new_tokens: int = 30,
     num_beams: int = 1,
+    candidates: int = CANDIDATES,
     seed: int = 0,
     report: Report | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -124,15 +132,16 @@ def brain_captions(
     """Train (or load) the prefix decoder and caption every test stimulus from the brain.
 
     Returns {"decoder", "language_model", "inputs", "config", "training": {"seconds", "steps",
-    "final_loss", "loss"}, "metrics": {"brain": {...}, "ceiling": {...}}, "stimuli": {row:
+    "final_loss", "loss"}, "metrics": {"brain": {...}, "ceiling": {...}}, "clip_model", "stimuli": {row:
     {"generated", "ceiling", "similarity", "ceiling_similarity"}}}, where metrics are BLEU-1..4,
     METEOR (exact), ROUGE-L and CIDEr-D against the dataset's reference captions plus
     ``similarity``: mean cosine, in the embedder's space, between a generated caption and the
     source caption; "identification" scores the generated captions' embeddings against the test
-    stimuli's own (2-way, top-1). Cached as a whole and per caption.
+    stimuli's own (2-way, top-1); ``clip_s`` and ``refclip_s`` too when a CLIP pair's weights are
+    present (``clip_model`` names it; None otherwise). Cached as a whole and per caption.
     """
     say = report or (lambda done, total, message: None)
-    generation = {"max_new_tokens": int(max_new_tokens), "num_beams": int(num_beams), "seed": int(seed)}
+    generation = _generation(max_new_tokens, num_beams, candidates, seed)
     rkey = result_key(ds, source, embedder, language_model, config, inputs, generation)
     cached = store.get_text(rkey)
     if cached is not None:
@@ -173,6 +182,9 @@ def brain_captions(
             store.put(dkey, "safetensors", mapper_to_bytes(mapper, training))
             training = {**training, "cached": False}
 
+    def embed(texts: list[str]) -> np.ndarray:
+        return embed_texts_cached(texts, embedder, store=store, pool=pool, cancel=cancel)
+
     # Generation, cached per (decoder, input vector, parameters): a stimulus is written once.
     def write(vectors: np.ndarray, what: str) -> list[str]:
         keys = [entry_key(stage=STAGE, part="caption", decoder=dkey, vector=hashlib.sha256(v.tobytes()).hexdigest(), **generation)
@@ -182,7 +194,8 @@ def brain_captions(
         if missing:
             model = lm or pool.get(language_model)
             texts = generate_captions(
-                model, mapper, vectors[missing], max_new_tokens=max_new_tokens, num_beams=num_beams, seed=seed,
+                model, mapper, vectors[missing], max_new_tokens=max_new_tokens, num_beams=num_beams,
+                candidates=candidates, embed=embed, seed=seed,
                 progress=lambda done, total: say(done, total, f"writing {what} captions: {done} of {total}"), cancel=cancel,
             )
             store.put_many({keys[i]: ("text", t.encode()) for i, t in zip(missing, texts, strict=True)})
@@ -204,8 +217,13 @@ def brain_captions(
         "ceiling": {**caption_scores(ceiling, references), "similarity": float(ceiling_sim.mean()),
                     "exact_match": float(np.mean([c == captions[int(i)] for c, i in zip(ceiling, test, strict=True)]))},
     }
+    # CLIP-S / RefCLIP-S beside them when a CLIP pair's weights are here (nothing downloaded).
+    clip = caption_clip_scores(ds, test, {"brain": from_brain, "ceiling": ceiling}, store=store, pool=pool, cancel=cancel)
+    if clip is not None:
+        for name in ("brain", "ceiling"):
+            metrics[name].update(clip[name])
     result = {
-        "decoder": "prefix", "source": source, "embedder": embedder, "language_model": language_model,
+        "decoder": "prefix", "source": source, "clip_model": clip and clip["model"], "embedder": embedder, "language_model": language_model,
         "inputs": inputs, "config": config.to_dict(), "generation": generation, "training": training,
         "metrics": metrics,
         "stimuli": {
@@ -217,6 +235,12 @@ def brain_captions(
     store.record_run(ds.id, STAGE, language_model, {"source": source, "embedder": embedder, "inputs": inputs}, len(test), len(test))
     say(1, 1, "done")
     return result
+
+
+def _generation(max_new_tokens: int, num_beams: int, candidates: int, seed: int) -> dict:
+    if int(candidates) < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
+    return {"max_new_tokens": int(max_new_tokens), "num_beams": int(num_beams), "candidates": int(candidates), "seed": int(seed)}
 
 
 def brainhub_candidates(ds: Dataset, result: dict, which: str = "generated") -> dict[str, str]:
