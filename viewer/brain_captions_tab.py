@@ -13,8 +13,16 @@ from backend.service.client import BackendError
 from viewer.model_runs import follow_job, job_summary
 
 METRICS = ["bleu1", "bleu4", "meteor", "rouge_l", "cider", "similarity"]
+#: Shown only where a CLIP pair's weights are present (the backend leaves them out otherwise).
+CLIP_METRICS = ["clip_s", "refclip_s"]
 ROWS = {"retrieval": "retrieval (nearest training caption)", "brain": "prefix decoder, from the brain",
         "qformer": "Brain Q-Former, from the brain", "ceiling": "ceiling (prefix decoder fed the true caption embedding)"}
+
+
+def _scores(metrics: dict) -> dict:
+    """The table's columns for one row of metrics, rounded (CLIP-S / RefCLIP-S where present)."""
+    shown = METRICS + [m for m in CLIP_METRICS if metrics.get(m) is not None]
+    return {m: round(metrics[m], 3) for m in shown}
 
 
 def generated_row(client, dataset_id: str, index: int) -> str:
@@ -78,7 +86,7 @@ class BrainCaptionsTab:
         if qformer is not None:
             scores["qformer"] = qformer["metrics"]["qformer"]
         order = [k for k in ROWS if k in scores] + [k for k in scores if k not in ROWS]
-        metrics = pd.DataFrame([{"captions": ROWS.get(k, k), **{m: round(scores[k][m], 3) for m in METRICS}} for k in order])
+        metrics = pd.DataFrame([{"captions": ROWS.get(k, k), **_scores(scores[k])} for k in order])
         rows = pd.DataFrame(self.client.brain_caption_rows(ds, embedder=embedder_id, limit=50))
         if qformer is not None and "index" in rows:
             rows["qformer"] = [qformer["stimuli"].get(str(int(i)), {}).get("generated") for i in rows["index"]]
@@ -112,7 +120,7 @@ class BrainCaptionsTab:
                     if err.status != 404:
                         raise
                     q = client.brain_qformer(ds, embedder=embedder_id)["metrics"]["qformer"]
-                    table = pd.DataFrame([{"captions": ROWS["qformer"], **{m: round(q[m], 3) for m in METRICS}}])
+                    table = pd.DataFrame([{"captions": ROWS["qformer"], **_scores(q)}])
                     return job_summary(job), table, gr.update()
             except BackendError as err:
                 raise gr.Error(str(err)) from None

@@ -22,6 +22,7 @@ from backend.models.prefix_decoder import PrefixConfig
 from backend.stages.brain_captions import DEFAULT_LM, brain_captions, caption_scores, quick_config
 from backend.stages.brain_qformer import qformer_captions
 from backend.stages.captions import REFERENCE, caption_dataset, source_captions
+from backend.stages.clip_scores import caption_clip_scores
 from backend.stages.comparison import compare_captioners, default_image_embedder
 from backend.stages.controls import compare_controls, dataset_lexicon
 from backend.stages.decoding import decode_captions
@@ -161,13 +162,19 @@ def _generated_vs_retrieved(ds: Dataset, source: str, embedder: str, language_mo
     qconfig = QFormerConfig() if config.steps == PrefixConfig().steps else replace(QFormerConfig(), steps=config.steps)
     qformer = qformer_captions(ds, source, embedder, store=store, pool=pool, language_model=language_model, config=qconfig)
     qformer_training = {k: v for k, v in qformer["training"].items() if k != "loss"}
+    qformer_texts = [qformer["stimuli"][str(r)]["generated"] for r in rows]
+    metrics = {"retrieval": retrieval, "brain": result["metrics"]["brain"], "qformer": qformer["metrics"]["qformer"],
+               "ceiling": result["metrics"]["ceiling"]}
+    clip = caption_clip_scores(ds, rows, {"retrieval": retrieved, "qformer": qformer_texts}, store=store, pool=pool)
+    if clip is not None:  # the prefix decoder's rows have theirs from its stage
+        metrics["retrieval"] = {**retrieval, **clip["retrieval"]}
+        metrics["qformer"] = {**metrics["qformer"], **clip["qformer"]}
     return {
         "language_model": language_model, "inputs": result["inputs"], "training": training,
-        "qformer_training": qformer_training,
-        "metrics": {"retrieval": retrieval, "brain": result["metrics"]["brain"], "qformer": qformer["metrics"]["qformer"],
-                    "ceiling": result["metrics"]["ceiling"]},
+        "qformer_training": qformer_training, "clip_model": clip and clip["model"],
+        "metrics": metrics,
         "examples": [{"stimulus": r, "reference": refs[i][0], "retrieved": retrieved[i],
-                      "generated": result["stimuli"][str(r)]["generated"], "qformer": qformer["stimuli"][str(r)]["generated"],
+                      "generated": result["stimuli"][str(r)]["generated"], "qformer": qformer_texts[i],
                       "ceiling": result["stimuli"][str(r)]["ceiling"]}
                      for i, r in enumerate(rows[:5])],
     }
