@@ -201,3 +201,30 @@ def test_reconstructions_list_the_image_of_the_generated_caption(client, backend
     assert listing["generated from the brain"]["caption"] == "a small dog on a beach"
     assert listing["generated from the brain"]["key"] not in {r["key"] for s, r in listing.items() if s != "generated from the brain"}
     assert "generated from the brain" not in {r["source"] for r in client.reconstructions("demo-human", train_row, "sim-scene-renderer")}
+
+
+def test_clip_scores_join_the_metrics_where_a_clip_pair_is_present(human, tmp_path):
+    """With a CLIP pair's weights here (the tiny one, as the only pair of a fresh model cache), the
+    stage's brain and ceiling rows carry CLIP-S / RefCLIP-S equal to the CLIP stage's on the same
+    captions; without one, they carry none and say so (clip_model None)."""
+    from backend.models.pool import ModelPool
+    from backend.stages.clip_scores import caption_clip_scores
+
+    store = Store(tmp_path / "store.sqlite")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CORTEXTUAL_CACHE", str(tmp_path / "bare-cache"))
+        register_tiny("causal-lm")
+        pool = ModelPool(budget_gb=4, device="cpu")
+        without = brain_captions(human, "reference", MINILM, store=store, pool=pool, language_model=LM, config=TINY, **GEN)
+        assert without["clip_model"] is None and "clip_s" not in without["metrics"]["brain"]
+        register_tiny("clip-text")
+        register_tiny("clip-vision")
+        result = brain_captions(human, "reference", MINILM, store=store, pool=pool, language_model=LM, config=TINY,
+                                max_new_tokens=5)
+        assert result["clip_model"] == tiny_id("clip-text")
+        rows = sorted(int(r) for r in result["stimuli"])
+        expected = caption_clip_scores(human, rows, {k: [result["stimuli"][str(r)][k] for r in rows] for k in ("generated", "ceiling")},
+                                       store=store, pool=pool)
+        for part, name in (("brain", "generated"), ("ceiling", "ceiling")):
+            assert result["metrics"][part]["clip_s"] == pytest.approx(expected[name]["clip_s"], abs=1e-9)
+            assert result["metrics"][part]["refclip_s"] == pytest.approx(expected[name]["refclip_s"], abs=1e-9)
