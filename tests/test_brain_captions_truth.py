@@ -23,6 +23,7 @@ from backend.cache import Store
 from backend.models.prefix_decoder import PrefixConfig
 from backend.stages.brain_captions import brain_captions, caption_scores
 from backend.stages.decoding import decode_captions
+from tests.demo_worlds import truth_human
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +35,9 @@ PREFIX = PrefixConfig()  # the app's default: what users get
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """(dataset, {"retrieval", "prefix"} results); prints the seconds of each."""
-    from backend.data.demo.world import ensure_demo_world
-    from backend.data.folder import load_folder
     from backend.models.pool import ModelPool
 
-    folders = ensure_demo_world(n_train=1000, n_test=60)
-    ds = load_folder(folders["demo-human"], "demo-human")
+    ds = truth_human(n_test=60)
     store = Store(tmp_path_factory.mktemp("truth") / "store.sqlite")
     pool = ModelPool(budget_gb=4, device="cpu")
     seconds, results = {}, {}

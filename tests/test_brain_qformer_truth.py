@@ -35,6 +35,7 @@ import pytest
 from backend.cache import Store
 from backend.models.brain_qformer import QFormerConfig
 from backend.stages.brain_qformer import qformer_captions
+from tests.demo_worlds import truth_human
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +46,9 @@ SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    from backend.data.demo.world import ensure_demo_world
-    from backend.data.folder import load_folder
     from backend.models.pool import ModelPool
 
-    folders = ensure_demo_world(n_train=1000, n_test=60)
-    ds = load_folder(folders["demo-human"], "demo-human")
+    ds = truth_human(n_test=60)
     store = Store(tmp_path_factory.mktemp("qformer-truth") / "store.sqlite")
     pool = ModelPool(budget_gb=4, device="cpu")
     t0 = time.perf_counter()

@@ -25,10 +25,9 @@ import pytest
 from backend.analysis.decoding import identification
 from backend.analysis.ridge import fit_ridge_cv
 from backend.cache import Store
-from backend.data.demo.world import ensure_demo_world
-from backend.data.folder import load_folder
 from backend.stages.embeddings import embed_texts_cached
 from backend.stages.encoding import fit_encoding
+from tests.demo_worlds import truth_human
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -37,8 +36,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 def world(tmp_path_factory):
     from backend.models.pool import ModelPool
 
-    folders = ensure_demo_world(n_train=1000, n_test=200)  # shared with the browser tests' launch
-    ds = load_folder(folders["demo-human"], "demo-human")
+    ds = truth_human(n_test=200)  # shared with the browser tests' launch
     return ds, Store(tmp_path_factory.mktemp("store") / "store.sqlite"), ModelPool(device="cpu")
 
 

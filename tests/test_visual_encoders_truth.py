@@ -50,9 +50,8 @@ from __future__ import annotations
 import pytest
 
 from backend.cache import Store
-from backend.data.demo.world import ensure_demo_world
-from backend.data.folder import load_folder
 from backend.stages import visual_encoders as stage
+from tests.demo_worlds import truth_human
 
 LAYER = "penultimate"
 #: Language-trained minus category-trained in the caption region (smallest measured: r +0.087, RSA +0.045).
@@ -67,8 +66,7 @@ CATEGORY_REGIONS = ("animate", "food", "place")
 def comparison(tmp_path_factory):
     from backend.models.pool import ModelPool
 
-    folders = ensure_demo_world(n_train=1000, n_test=200)  # shared with the other truth tests
-    ds = load_folder(folders["demo-human"], "demo-human")
+    ds = truth_human(n_test=200)  # shared with the other truth tests
     store = Store(tmp_path_factory.mktemp("visual") / "store.sqlite")
     result = stage.compare_visual_encoders(ds, stage.NETWORKS, stage.Settings(seed=0), store=store, pool=ModelPool(device="cpu"))
     print("\n" + "\n".join(stage.table_lines(result, LAYER)))
