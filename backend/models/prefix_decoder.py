@@ -349,12 +349,11 @@ def train_prefix_decoder(
         batch, order = order[: config.batch_size], order[config.batch_size:]
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(step, config.steps)
-        x = x_all[batch].to(lm.device)
         width = int(mask[batch].sum(1).max())  # drop columns that are padding for the whole batch
         if soft:
             loss = lm.prefix_loss(mapper.prefix_from_slots(targets[batch].to(lm.device)), ids[batch, :width], mask[batch, :width])
         else:
-            prefix = mapper(x, noise=config.noise, generator=noise_gen)
+            prefix = mapper(x_all[batch].to(lm.device), noise=config.noise, generator=noise_gen)
             loss = lm.prefix_loss(prefix, ids[batch, :width], mask[batch, :width])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
